@@ -1,0 +1,59 @@
+"""`record()`: the one way anything writes to the audit log."""
+
+from django.core import serializers
+from django.db import models
+
+from .models import AuditEvent
+
+REDACTED = "[redacted]"
+# Field names that hold secrets or their hashes, in our models and in the libraries' ones
+# (auth's password hash, allauth's SocialApp secret and tokens, sessions).
+SECRET_FIELD_NAMES = frozenset(
+    {"password", "secret", "key", "token", "token_secret", "ciphertext", "session_data"}
+)
+
+
+def snapshot(instance):
+    """The instance's stored fields as JSON-able data, with every secret redacted."""
+    fields = serializers.serialize("python", [instance])[0]["fields"]
+    for field in instance._meta.concrete_fields:
+        if field.name in fields and _is_secret(field):
+            fields[field.name] = REDACTED
+    return fields
+
+
+def _is_secret(field):
+    return field.name in SECRET_FIELD_NAMES or isinstance(field, models.BinaryField)
+
+
+def record(
+    action,
+    obj=None,
+    *,
+    request=None,
+    actor=None,
+    object_type="",
+    object_id="",
+    before=None,
+    after=None,
+    message="",
+):
+    """Write one audit event. `request` supplies the actor and the request id when given."""
+    if request is not None and actor is None:
+        user = getattr(request, "user", None)
+        actor = user if user is not None and user.is_authenticated else None
+    if obj is not None:
+        object_type = object_type or obj._meta.label_lower
+        object_id = object_id or str(obj.pk)
+    return AuditEvent.objects.create(
+        actor=actor,
+        actor_name=actor.get_username() if actor is not None else "system",
+        action=action,
+        object_type=object_type,
+        object_id=str(object_id or ""),
+        object_repr=str(obj)[:200] if obj is not None else "",
+        message=message,
+        before=before,
+        after=after,
+        request_id=getattr(request, "request_id", "") if request is not None else "",
+    )

@@ -1,0 +1,6 @@
+from django.apps import AppConfig
+
+
+class CredentialsConfig(AppConfig):
+    name = "pipelinehub.credentials"
+    verbose_name = "Credentials"

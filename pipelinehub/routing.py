@@ -1,0 +1,3 @@
+"""Websocket routes. The live board adds its consumer here."""
+
+websocket_urlpatterns = []
