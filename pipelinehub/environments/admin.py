@@ -1,7 +1,11 @@
+import redis
 from django import forms
-from django.contrib import admin
+from django.contrib import admin, messages
 
+from pipelinehub.audit.service import record
 from pipelinehub.credentials.admin import SecretValueAdminMixin, secret_input
+from pipelinehub.credentials.backends import SecretUnavailable
+from pipelinehub.state.acl import ensure_acl_user
 
 from .models import Environment, PrefectWorkspace, RedisTarget, Team, insecure_key_transport
 
@@ -82,3 +86,22 @@ class EnvironmentAdmin(admin.ModelAdmin):
     list_filter = ("enabled", "team", "redis_target")
     search_fields = ("slug", "team__slug", "key_prefix")
     list_select_related = ("team", "workspace", "redis_target")
+    readonly_fields = ("acl_username",)
+    actions = ["create_or_update_acl_user"]
+
+    @admin.action(description="Create or update the Redis ACL user of the selected environments")
+    def create_or_update_acl_user(self, request, queryset):
+        for environment in queryset:
+            try:
+                notes = ensure_acl_user(environment)
+            except (redis.RedisError, SecretUnavailable) as exc:
+                self.message_user(request, f"{environment}: ACL user not set: {exc}",
+                                  messages.ERROR)
+                continue
+            record("acl_user", environment, request=request,
+                   after={"acl_username": environment.acl_username,
+                          "key_pattern": f"{environment.key_prefix}*"})
+            self.message_user(request, f"{environment}: ACL user {environment.acl_username} "
+                              f"confined to {environment.key_prefix}*", messages.SUCCESS)
+            for note in notes:
+                self.message_user(request, f"{environment}: {note}", messages.WARNING)

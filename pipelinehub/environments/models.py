@@ -165,6 +165,14 @@ class Environment(models.Model):
         help_text="How long runs in a terminal state stay in Redis, e.g. 7 days or 12:00:00.",
     )
     enabled = models.BooleanField(default=True)
+    acl_username = models.CharField(
+        "Redis ACL user", max_length=100, blank=True, editable=False,
+        help_text="Set by the 'Create or update Redis ACL user' action: a user confined to this "
+        "environment's prefix, used for all of its Redis traffic.",
+    )
+    acl_password = models.ForeignKey(
+        SecretRef, null=True, blank=True, editable=False, on_delete=models.PROTECT, related_name="+"
+    )
 
     class Meta:
         ordering = ["team__slug", "slug"]

@@ -1,0 +1,102 @@
+"""What a run looks like in Redis: a compact JSON array of strings per run.
+
+One string per run (not a hash) keeps the board read to a single MGET and a run under 400
+bytes; see docs/benchmarks.md. Only what a board shows is stored: no parameters, no results, no
+logs. Timestamps are integer microseconds since the epoch.
+"""
+
+from dataclasses import dataclass, fields
+from datetime import UTC, datetime
+
+import orjson
+
+TERMINAL_STATES = frozenset({"COMPLETED", "FAILED", "CANCELLED", "CRASHED"})
+STATE_TYPES = frozenset(
+    {"SCHEDULED", "PENDING", "RUNNING", "PAUSED", "CANCELLING"} | TERMINAL_STATES
+)
+
+
+def to_micros(moment):
+    """A datetime as integer microseconds since the epoch (None stays None)."""
+    if moment is None:
+        return None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    delta = moment - datetime(1970, 1, 1, tzinfo=UTC)
+    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
+
+
+@dataclass(frozen=True)
+class RunChange:
+    """One observed state of a flow run (`kind="flow"`) or task run (`kind="task"`).
+
+    `version` is the state's timestamp in microseconds: the order of states, whatever the order
+    in which they arrive.
+    """
+
+    kind: str
+    id: str
+    version: int
+    state_type: str
+    state_name: str
+    name: str = ""
+    flow: str = ""
+    deployment: str = ""
+    flow_run_id: str = ""
+    start: int | None = None
+    end: int | None = None
+    run_count: int = 0
+
+    def __post_init__(self):
+        if self.kind not in ("flow", "task"):
+            raise ValueError(f"kind must be 'flow' or 'task', not {self.kind!r}")
+        if not self.id:
+            raise ValueError("a run change needs the run's id")
+        if self.state_type not in STATE_TYPES:
+            raise ValueError(f"unknown state type {self.state_type!r}")
+        if not isinstance(self.version, int) or self.version <= 0:
+            raise ValueError(f"version must be positive integer microseconds, not {self.version!r}")
+        if self.kind == "task" and not self.flow_run_id:
+            raise ValueError("a task run change needs its flow run's id")
+
+    @property
+    def terminal(self):
+        return self.state_type in TERMINAL_STATES
+
+    def encode(self):
+        """The record layout that apply.lua merges: every field a string, None as ""."""
+        return orjson.dumps(["" if value is None else str(value) for value in self._values()])
+
+    def _values(self):
+        return (
+            self.version, self.state_type, self.state_name, self.name, self.flow,
+            self.deployment, self.flow_run_id, self.start, self.end, self.run_count,
+        )
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    """A run as read back from Redis."""
+
+    id: str
+    version: int
+    state_type: str
+    state_name: str
+    name: str
+    flow: str
+    deployment: str
+    flow_run_id: str
+    start: int | None
+    end: int | None
+    run_count: int
+
+    @classmethod
+    def decode(cls, run_id, raw):
+        v, st, sn, name, flow, deployment, flow_run_id, start, end, run_count = orjson.loads(raw)
+        return cls(
+            run_id, int(v), st, sn, name, flow, deployment, flow_run_id,
+            int(start) if start else None, int(end) if end else None, int(run_count or 0),
+        )
+
+    def as_dict(self):
+        return {field.name: getattr(self, field.name) for field in fields(self)}
