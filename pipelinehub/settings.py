@@ -9,7 +9,10 @@ from datetime import timedelta
 from pathlib import Path
 
 import environ
+from csp.constants import NONE, SELF
 from django.core.exceptions import ImproperlyConfigured
+
+from pipelinehub.accounts.oidc import okta_providers, origin
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -51,10 +54,15 @@ INSTALLED_APPS = [
     "allauth.account",
     "allauth.socialaccount",
     "allauth.socialaccount.providers.openid_connect",
+    "axes",
+    "csp",
     "pipelinehub.accounts",
+    "pipelinehub.dashboard",
     "pipelinehub.audit",
     "pipelinehub.credentials",
     "pipelinehub.environments",
+    "pipelinehub.state",
+    "pipelinehub.sync",
 ]
 
 MIDDLEWARE = [
@@ -68,6 +76,9 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "allauth.account.middleware.AccountMiddleware",
+    "csp.middleware.CSPMiddleware",
+    # Last, as django-axes asks: turns a locked-out login attempt into its lockout response.
+    "axes.middleware.AxesMiddleware",
 ]
 
 ROOT_URLCONF = "pipelinehub.urls"
@@ -97,6 +108,8 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 # targets configured per environment, not here.
 REDIS_URL = env.str("REDIS_URL", default="redis://127.0.0.1:6379/0")
 REDIS_HEALTH_TIMEOUT = env.float("REDIS_HEALTH_TIMEOUT", default=2.0)
+# Entries kept in each environment's change stream (the live feed and its replay window).
+STATE_STREAM_MAXLEN = env.int("STATE_STREAM_MAXLEN", default=10_000)
 
 CACHES = {
     "default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL}
@@ -121,14 +134,29 @@ AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
     {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
 ]
+# Axes first (refuses locked-out login attempts); then SSO sessions, which check no password;
+# then passwords, for active superusers only (the break-glass login at /admin/login/).
 AUTHENTICATION_BACKENDS = [
-    "django.contrib.auth.backends.ModelBackend",
-    "allauth.account.auth_backends.AuthenticationBackend",
+    "axes.backends.AxesStandaloneBackend",
+    "pipelinehub.accounts.backends.SingleSignOnBackend",
+    "pipelinehub.accounts.backends.BreakGlassBackend",
 ]
 
-# allauth: the single sign-on work configures the provider; local sign-up stays off.
+# allauth: Okta through the generic OpenID Connect provider (docs/sso.md); local sign-up and
+# password login stay off. Without OKTA_SERVER_URL no provider is configured and only the
+# break-glass admin login works.
 SOCIALACCOUNT_ONLY = True
 ACCOUNT_EMAIL_VERIFICATION = "none"
+SOCIALACCOUNT_ADAPTER = "pipelinehub.accounts.adapter.SocialAccountAdapter"
+OKTA_SERVER_URL = env.str("OKTA_SERVER_URL", default="").rstrip("/")
+SOCIALACCOUNT_PROVIDERS = okta_providers(
+    OKTA_SERVER_URL,
+    env.str("OKTA_CLIENT_ID", default=""),
+    env.str("OKTA_CLIENT_SECRET", default=""),
+)
+if OKTA_SERVER_URL and not all(env.str(name, default="") for name in
+                               ("OKTA_CLIENT_ID", "OKTA_CLIENT_SECRET")):
+    raise ImproperlyConfigured("OKTA_SERVER_URL needs OKTA_CLIENT_ID and OKTA_CLIENT_SECRET.")
 LOGIN_REDIRECT_URL = "/"
 
 LANGUAGE_CODE = "en-us"
@@ -154,6 +182,33 @@ CSRF_COOKIE_HTTPONLY = True
 X_FRAME_OPTIONS = "DENY"
 SECURE_CONTENT_TYPE_NOSNIFF = True
 SECURE_REFERRER_POLICY = "same-origin"
+
+# Only the site's own scripts, styles and images. Forms may post to the site and to Okta (the
+# login form's redirect to the issuer counts as a form action in browsers).
+CONTENT_SECURITY_POLICY = {
+    "DIRECTIVES": {
+        "default-src": [SELF],
+        "script-src": [SELF],
+        "style-src": [SELF],
+        "img-src": [SELF, "data:"],
+        "object-src": [NONE],
+        "base-uri": [SELF],
+        "frame-ancestors": [NONE],
+        "form-action": [SELF, *([origin(OKTA_SERVER_URL)] if OKTA_SERVER_URL else [])],
+    }
+}
+
+# django-axes: rate-limits password logins (only the break-glass admin login has them) per
+# client address. Behind N proxies set AXES_PROXY_COUNT=N so the address comes from
+# X-Forwarded-For; with 0 it is the TCP peer, which a client cannot forge.
+AXES_FAILURE_LIMIT = env.int("AXES_FAILURE_LIMIT", default=5)
+AXES_COOLOFF_TIME = timedelta(minutes=env.int("AXES_COOLOFF_MINUTES", default=15))
+AXES_LOCKOUT_PARAMETERS = ["ip_address"]
+AXES_RESET_ON_SUCCESS = True
+AXES_IPWARE_PROXY_COUNT = env.int("AXES_PROXY_COUNT", default=0)
+AXES_IPWARE_META_PRECEDENCE_ORDER = (
+    ["HTTP_X_FORWARDED_FOR", "REMOTE_ADDR"] if AXES_IPWARE_PROXY_COUNT else ["REMOTE_ADDR"]
+)
 
 if PRODUCTION:
     SESSION_COOKIE_SECURE = True
