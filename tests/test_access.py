@@ -1,0 +1,167 @@
+"""Authorization matrix: every URL and websocket route of our own apps, for every role.
+
+The cases are generated from the URL conf and the websocket routing, so a new URL or consumer
+without a line in the expectations below fails the suite, and one whose view skips the access
+policy fails its row of the matrix.
+"""
+
+import re
+
+import pytest
+from asgiref.sync import sync_to_async
+from channels.testing import WebsocketCommunicator
+from django.conf import settings
+from django.contrib.auth import get_user_model
+from django.urls import URLResolver, get_resolver, reverse
+
+from pipelinehub.accounts.models import Membership
+from pipelinehub.routing import websocket_urlpatterns
+from tests import factories
+
+ROLES = ["anonymous", "outsider", "viewer", "operator", "admin"]
+SSO_BACKEND = "pipelinehub.accounts.backends.SingleSignOnBackend"
+
+# URL conf prefixes that belong to libraries, with where their access rules are tested.
+LIBRARY_PREFIXES = {
+    "admin/": "Django's admin (staff only): test_admin_site_is_for_staff_only below",
+    "accounts/": "allauth's login and logout: tests/test_sso.py, tests/test_break_glass.py",
+}
+
+# Expected HTTP status of a GET, by URL name, then by whose environment the URL names ("own":
+# the team of the viewer/operator/admin users, "other": a team none of them belongs to, "any":
+# URLs without an environment), then by role.
+HTTP_EXPECTATIONS = {
+    "healthz": {"any": dict.fromkeys(ROLES, 200)},
+    "home": {"any": {"anonymous": 302, "outsider": 403, "viewer": 200, "operator": 200,
+                     "admin": 200}},
+    "environment_settings": {
+        "own": {"anonymous": 302, "outsider": 404, "viewer": 403, "operator": 403, "admin": 200},
+        "other": {"anonymous": 302, "outsider": 404, "viewer": 404, "operator": 404, "admin": 404},
+    },
+}
+
+# Websocket routes, by route name, in the same shape (True: the connection is accepted).
+WEBSOCKET_EXPECTATIONS = {}
+
+URL_KWARGS = {"own": {"team": "alpha", "env": "dev"}, "other": {"team": "beta", "env": "dev"}}
+
+
+def own_url_patterns():
+    """(route, URLPattern) of every URL outside the library prefixes."""
+
+    def walk(patterns, prefix):
+        for entry in patterns:
+            route = prefix + str(entry.pattern)
+            if isinstance(entry, URLResolver):
+                if route not in LIBRARY_PREFIXES:
+                    yield from walk(entry.url_patterns, route)
+            else:
+                yield route, entry
+
+    return list(walk(get_resolver().url_patterns, ""))
+
+
+def targets(pattern):
+    params = set(pattern.pattern.converters)
+    if not params:
+        return ["any"]
+    assert params <= {"team", "env"}, f"{pattern.name}: no test values for {params}"
+    return ["own", "other"]
+
+
+HTTP_CASES = [
+    pytest.param(route, pattern, target, role, id=f"{pattern.name or route}-{target}-{role}")
+    for route, pattern in own_url_patterns()
+    for target in targets(pattern)
+    for role in ROLES
+]
+
+
+@pytest.fixture
+def client_as(db, client):
+    """A client signed in (through the SSO backend) as one of ROLES in team alpha; team beta
+    exists too, with an environment of the same name."""
+    for slug in ("alpha", "beta"):
+        factories.environment(factories.team(slug), "dev")
+
+    def sign_in(role):
+        if role != "anonymous":
+            user = get_user_model().objects.create_user(username=role)
+            if role != "outsider":
+                Membership.objects.create(user=user, team=factories.team("alpha"), role=role)
+            client.force_login(user, backend=SSO_BACKEND)
+        return client
+
+    return sign_in
+
+
+def test_every_url_has_expectations():
+    names = [pattern.name for _, pattern in own_url_patterns()]
+    assert all(names), "give every URL a name so the matrix can list it"
+    assert sorted(names) == sorted(HTTP_EXPECTATIONS), (
+        "every URL needs its line in HTTP_EXPECTATIONS (and only existing URLs may have one)"
+    )
+
+
+@pytest.mark.parametrize(("route", "pattern", "target", "role"), HTTP_CASES)
+def test_http_matrix(client_as, route, pattern, target, role):
+    expected = HTTP_EXPECTATIONS.get(pattern.name, {}).get(target, {}).get(role)
+    if expected is None:
+        pytest.fail(f"no expectation for {route} ({pattern.name}), {target}, {role}")
+    kwargs = {name: URL_KWARGS[target][name] for name in pattern.pattern.converters}
+    response = client_as(role).get(reverse(pattern.name, kwargs=kwargs))
+    assert response.status_code == expected
+    if expected == 302:
+        assert response["Location"].startswith("/accounts/login/")
+
+
+def test_other_teams_environment_is_indistinguishable_from_a_missing_one(client_as):
+    client = client_as("admin")
+    other = client.get(reverse("environment_settings", kwargs=URL_KWARGS["other"]))
+    missing = client.get(reverse("environment_settings", kwargs={"team": "nope", "env": "dev"}))
+    assert other.status_code == missing.status_code == 404
+    assert other.content == missing.content
+
+
+def test_every_websocket_route_has_expectations():
+    names = [route.name for route in websocket_urlpatterns]
+    assert all(names), "give every websocket route a name so the matrix can list it"
+    assert sorted(names) == sorted(WEBSOCKET_EXPECTATIONS), (
+        "every websocket route needs its line in WEBSOCKET_EXPECTATIONS, and a connect test in "
+        "this matrix (the live board issue brings the first consumer)"
+    )
+
+
+WEBSOCKET_CASES = [
+    pytest.param(route, target, role, id=f"ws-{route.name}-{target}-{role}")
+    for route in websocket_urlpatterns
+    for target in targets(route)
+    for role in ROLES
+]
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize(("route", "target", "role"), WEBSOCKET_CASES)
+async def test_websocket_matrix(client_as, route, target, role):
+    """Empty until the live board adds its consumer; each route then gets these cases."""
+    from pipelinehub.asgi import application
+
+    expected = WEBSOCKET_EXPECTATIONS.get(route.name, {}).get(target, {}).get(role)
+    if expected is None:
+        pytest.fail(f"no expectation for websocket {route.name}, {target}, {role}")
+    client = await sync_to_async(client_as)(role)
+    cookie = client.cookies.get(settings.SESSION_COOKIE_NAME)
+    headers = [(b"origin", b"http://127.0.0.1")]
+    if cookie is not None:
+        headers.append((b"cookie", f"{cookie.key}={cookie.value}".encode()))
+    kwargs = URL_KWARGS.get(target, {})
+    path = "/" + re.sub(r"<(?:\w+:)?(\w+)>", lambda match: kwargs[match[1]], str(route.pattern))
+    communicator = WebsocketCommunicator(application, path, headers=headers)
+    connected, _ = await communicator.connect()
+    await communicator.disconnect()
+    assert connected is expected
+
+
+def test_admin_site_is_for_staff_only(client_as):
+    response = client_as("admin").get("/admin/")
+    assert response.status_code == 302 and response["Location"].startswith("/admin/login/")
