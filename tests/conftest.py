@@ -1,5 +1,11 @@
+import os
+import uuid
+
 import pytest
+import redis
 from cryptography.fernet import Fernet
+
+from pipelinehub.state.store import EnvironmentState
 
 
 @pytest.fixture
@@ -7,3 +13,37 @@ def fernet_keys(settings):
     """A fresh encryption key list for one test."""
     settings.SECRET_ENCRYPTION_KEYS = [Fernet.generate_key().decode()]
     return settings.SECRET_ENCRYPTION_KEYS
+
+
+def redis_for_tests():
+    """A client of the real test Redis (127.0.0.1:6379 unless TEST_REDIS_URL says otherwise)."""
+    return redis.Redis.from_url(os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0"))
+
+
+@pytest.fixture
+def redis_client():
+    client = redis_for_tests()
+    yield client
+    client.close()
+
+
+@pytest.fixture
+def prefix(redis_client):
+    """A fresh environment prefix; its keys are deleted afterwards."""
+    value = f"ph:{{test-{uuid.uuid4().hex[:12]}}}:"
+    yield value
+    delete_prefix(redis_client, value)
+
+
+def delete_prefix(client, value):
+    keys = list(client.scan_iter(match=f"{value}*", count=1000))
+    if keys:
+        client.delete(*keys)
+
+
+@pytest.fixture
+def state(redis_client, prefix):
+    return EnvironmentState(redis_client, prefix, finished_ttl_seconds=3600, stream_maxlen=1000)
+
+
+from .prefect.fixtures import ingest, prefect_environment, prefect_server  # noqa: E402, F401

@@ -19,8 +19,10 @@ T0 = 1_764_000_000_000_000
 def two_environments(redis_client, fernet_keys):
     target = factories.redis_target()
     suffix = factories.team().slug
-    envs = [factories.environment(factories.team(f"acl{suffix}{name}"), slug="dev", target=target)
-            for name in ("a", "b")]
+    envs = [
+        factories.environment(factories.team(f"acl{suffix}{name}"), slug="dev", target=target)
+        for name in ("a", "b")
+    ]
     yield envs
     reset_pools()
     for env in envs:
@@ -44,8 +46,11 @@ def test_an_environments_user_is_refused_on_anothers_keys(two_environments):
     assert [run.id for run in state_a.board().runs] == ["r1"]
 
     client_a = environment_client(env_a)
-    for command in (("GET", f"{env_b.key_prefix}run:r1"), ("SET", f"{env_b.key_prefix}x", "1"),
-                    ("GET", "unprefixed")):
+    for command in (
+        ("GET", f"{env_b.key_prefix}run:r1"),
+        ("SET", f"{env_b.key_prefix}x", "1"),
+        ("GET", "unprefixed"),
+    ):
         with pytest.raises(redis.exceptions.NoPermissionError):
             client_a.execute_command(*command)
     state_a_on_b = EnvironmentState(client_a, env_b.key_prefix, 60)

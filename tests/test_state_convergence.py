@@ -46,9 +46,12 @@ def content(client, state):
     ks = state.keys
     result = {"runs": client.zrange(ks.runs, 0, -1, withscores=True)}
     for run_id in FLOW_IDS:
-        result[run_id] = (client.get(ks.run(run_id)), client.ttl(ks.run(run_id)) > 0,
-                          sorted(client.smembers(ks.tasks_of(run_id))),
-                          client.ttl(ks.tasks_of(run_id)) > 0)
+        result[run_id] = (
+            client.get(ks.run(run_id)),
+            client.ttl(ks.run(run_id)) > 0,
+            sorted(client.smembers(ks.tasks_of(run_id))),
+            client.ttl(ks.tasks_of(run_id)) > 0,
+        )
     for run_id in TASK_IDS:
         result[run_id] = (client.get(ks.task(run_id)), client.ttl(ks.task(run_id)) > 0)
     return result
@@ -74,7 +77,7 @@ def test_any_order_and_duplication_converges(batch, order, duplicates):
         arrivals = batch + [batch[i % len(batch)] for i in duplicates]
         order.shuffle(arrivals)
         shuffled.apply_batch(arrivals[: len(arrivals) // 2])
-        for change in arrivals[len(arrivals) // 2:]:
+        for change in arrivals[len(arrivals) // 2 :]:
             shuffled.apply(change)
         assert content(client, shuffled) == content(client, in_order)
     finally:

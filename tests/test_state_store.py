@@ -10,13 +10,29 @@ T0 = 1_764_000_000_000_000
 
 
 def flow(state_type="RUNNING", version=T0, run_id=FLOW, **fields):
-    return RunChange("flow", run_id, version, state_type, state_type.title(), name="calm-fox",
-                     flow="etl", **fields)
+    return RunChange(
+        "flow",
+        run_id,
+        version,
+        state_type,
+        state_type.title(),
+        name="calm-fox",
+        flow="etl",
+        **fields,
+    )
 
 
 def task(state_type="RUNNING", version=T0, **fields):
-    return RunChange("task", TASK, version, state_type, state_type.title(), name="load-0",
-                     flow_run_id=FLOW, **fields)
+    return RunChange(
+        "task",
+        TASK,
+        version,
+        state_type,
+        state_type.title(),
+        name="load-0",
+        flow_run_id=FLOW,
+        **fields,
+    )
 
 
 def test_newer_state_wins_older_and_duplicates_change_nothing(state):
@@ -96,12 +112,25 @@ def test_remove_forgets_a_run_and_says_so_in_the_stream(state, redis_client):
     assert [e.run for e in state.changes_since()[-2:]] == [None, None]
 
 
-@pytest.mark.parametrize("bad", [
-    {"kind": "job"}, {"id": ""}, {"state_type": "DONE"}, {"version": 0}, {"version": "12"},
-])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"kind": "job"},
+        {"id": ""},
+        {"state_type": "DONE"},
+        {"version": 0},
+        {"version": "12"},
+    ],
+)
 def test_malformed_changes_are_refused_before_reaching_redis(bad):
-    fields = {"kind": "flow", "id": FLOW, "version": T0, "state_type": "RUNNING",
-              "state_name": "Running", **bad}
+    fields = {
+        "kind": "flow",
+        "id": FLOW,
+        "version": T0,
+        "state_type": "RUNNING",
+        "state_name": "Running",
+        **bad,
+    }
     with pytest.raises(ValueError):
         RunChange(**fields)
 

@@ -15,24 +15,72 @@ from .keyspace import Keyspace
 # Absent on purpose: KEYS, SCAN, RANDOMKEY (they leak other environments' key names),
 # FLUSHALL/FLUSHDB, FUNCTION, CONFIG, ACL, DEBUG.
 HUB_COMMANDS = (
-    "ping", "echo", "select", "client|setname",
-    "get", "set", "mget", "del", "unlink", "exists", "type",
-    "expire", "pexpire", "persist", "ttl", "pttl",
-    "zadd", "zrem", "zrange", "zrevrange", "zrangebyscore", "zcard", "zscore",
-    "sadd", "srem", "smembers", "scard", "sismember",
-    "hset", "hget", "hmget", "hgetall", "hdel",
-    "xadd", "xrange", "xrevrange", "xread", "xlen", "xtrim",
-    "eval", "evalsha", "script|load", "script|exists",
-    "multi", "exec", "discard", "watch", "unwatch",
-    "publish", "subscribe", "unsubscribe",
+    "ping",
+    "echo",
+    "select",
+    "client|setname",
+    "get",
+    "set",
+    "mget",
+    "del",
+    "unlink",
+    "exists",
+    "type",
+    "expire",
+    "pexpire",
+    "persist",
+    "ttl",
+    "pttl",
+    "zadd",
+    "zrem",
+    "zrange",
+    "zrevrange",
+    "zrangebyscore",
+    "zcard",
+    "zscore",
+    "sadd",
+    "srem",
+    "smembers",
+    "scard",
+    "sismember",
+    "hset",
+    "hget",
+    "hmget",
+    "hgetall",
+    "hdel",
+    "xadd",
+    "xrange",
+    "xrevrange",
+    "xread",
+    "xlen",
+    "xtrim",
+    "eval",
+    "evalsha",
+    "script|load",
+    "script|exists",
+    "multi",
+    "exec",
+    "discard",
+    "watch",
+    "unwatch",
+    "publish",
+    "subscribe",
+    "unsubscribe",
 )
 
 
 def acl_rules(prefix, password):
     pattern = Keyspace(prefix).pattern
-    return ["on", "resetkeys", "resetchannels", "-@all",
-            *(f"+{command}" for command in HUB_COMMANDS),
-            f"~{pattern}", f"&{pattern}", f">{password}"]
+    return [
+        "on",
+        "resetkeys",
+        "resetchannels",
+        "-@all",
+        *(f"+{command}" for command in HUB_COMMANDS),
+        f"~{pattern}",
+        f"&{pattern}",
+        f">{password}",
+    ]
 
 
 def default_username(environment):
@@ -71,6 +119,8 @@ def _persist(client):
         try:
             client.config_rewrite()
         except redis.ResponseError:
-            return [f"{node}: ACL user set in memory only (no aclfile and no config file to "
-                    "rewrite); it is lost if that Redis restarts."]
+            return [
+                f"{node}: ACL user set in memory only (no aclfile and no config file to "
+                "rewrite); it is lost if that Redis restarts."
+            ]
     return []

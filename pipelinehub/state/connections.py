@@ -55,8 +55,17 @@ def _connection_kwargs(target, host, port, username, secret_ref_id):
 
 def _client(target, host, port, username, secret_ref_id):
     # The key holds everything that shapes a connection: an edited target gets a new pool.
-    key = (target.pk, host, port, target.db, target.tls, target.tls_verify, target.tls_ca_path,
-           username, secret_ref_id)
+    key = (
+        target.pk,
+        host,
+        port,
+        target.db,
+        target.tls,
+        target.tls_verify,
+        target.tls_ca_path,
+        username,
+        secret_ref_id,
+    )
     with _pools_lock:
         pool = _pools.get(key)
         if pool is None:
@@ -69,8 +78,9 @@ def _client(target, host, port, username, secret_ref_id):
 
 def target_client(target, host=None, port=None):
     """A client with the target's own credentials (used for administration, e.g. ACL users)."""
-    return _client(target, host or target.host, port or target.port, target.username,
-                   target.password_id)
+    return _client(
+        target, host or target.host, port or target.port, target.username, target.password_id
+    )
 
 
 def target_node_clients(target):
@@ -83,8 +93,9 @@ def environment_client(environment):
     """A client for one environment: its own confined ACL user when it has one."""
     target = environment.redis_target
     if environment.acl_password_id:
-        return _client(target, target.host, target.port, environment.acl_username,
-                       environment.acl_password_id)
+        return _client(
+            target, target.host, target.port, environment.acl_username, environment.acl_password_id
+        )
     return target_client(target)
 
 

@@ -69,8 +69,16 @@ class RunChange:
 
     def _values(self):
         return (
-            self.version, self.state_type, self.state_name, self.name, self.flow,
-            self.deployment, self.flow_run_id, self.start, self.end, self.run_count,
+            self.version,
+            self.state_type,
+            self.state_name,
+            self.name,
+            self.flow,
+            self.deployment,
+            self.flow_run_id,
+            self.start,
+            self.end,
+            self.run_count,
         )
 
 
@@ -94,8 +102,17 @@ class RunRecord:
     def decode(cls, run_id, raw):
         v, st, sn, name, flow, deployment, flow_run_id, start, end, run_count = orjson.loads(raw)
         return cls(
-            run_id, int(v), st, sn, name, flow, deployment, flow_run_id,
-            int(start) if start else None, int(end) if end else None, int(run_count or 0),
+            run_id,
+            int(v),
+            st,
+            sn,
+            name,
+            flow,
+            deployment,
+            flow_run_id,
+            int(start) if start else None,
+            int(end) if end else None,
+            int(run_count or 0),
         )
 
     def as_dict(self):

@@ -65,8 +65,12 @@ class EnvironmentState:
         if change.kind == "flow":
             keys = [ks.run(change.id), ks.changes, ks.runs, ks.tasks_of(change.id)]
         else:
-            keys = [ks.task(change.id), ks.changes, ks.tasks_of(change.flow_run_id),
-                    ks.run(change.flow_run_id)]
+            keys = [
+                ks.task(change.id),
+                ks.changes,
+                ks.tasks_of(change.flow_run_id),
+                ks.run(change.flow_run_id),
+            ]
         args = [change.kind, change.id, change.encode(), self.ttl, self.stream_maxlen]
         return self._apply(keys=keys, args=args, client=client)
 
@@ -85,9 +89,28 @@ class EnvironmentState:
                     pipe.delete(ks.tasks_of(run_id))
                 elif raw is not None:
                     pipe.srem(ks.tasks_of(RunRecord.decode(run_id, raw).flow_run_id), run_id)
-                pipe.xadd(ks.changes, {"kind": kind, "id": run_id, "record": ""},
-                          maxlen=self.stream_maxlen, approximate=True)
+                pipe.xadd(
+                    ks.changes,
+                    {"kind": kind, "id": run_id, "record": ""},
+                    maxlen=self.stream_maxlen,
+                    approximate=True,
+                )
             pipe.execute()
+
+    def prune_index(self):
+        """Drop board index entries whose run has expired (finished runs carry a TTL)."""
+        ids = [raw.decode() for raw in self.client.zrange(self.keys.runs, 0, -1)]
+        if not ids:
+            return 0
+        with self.client.pipeline(transaction=False) as pipe:
+            for run_id in ids:
+                pipe.exists(self.keys.run(run_id))
+            gone = [
+                run_id for run_id, exists in zip(ids, pipe.execute(), strict=True) if not exists
+            ]
+        if gone:
+            self.client.zrem(self.keys.runs, *gone)
+        return len(gone)
 
     def set_meta(self, **values):
         self.client.hset(self.keys.meta, mapping={k: str(v) for k, v in values.items()})
@@ -111,7 +134,8 @@ class EnvironmentState:
         raw = self.client.get(self.keys.run(flow_run_id))
         if raw is None:
             return None
-        task_ids = [member.decode() for member in self.client.smembers(self.keys.tasks_of(flow_run_id))]
+        members = self.client.smembers(self.keys.tasks_of(flow_run_id))
+        task_ids = [member.decode() for member in members]
         tasks = self._records(self.keys.task, task_ids)
         tasks.sort(key=lambda task: (task.start or task.version, task.id))
         return RunRecord.decode(flow_run_id, raw), tasks
@@ -126,18 +150,26 @@ class EnvironmentState:
     def changes_since(self, stream_id="-", count=1000):
         """Entries after `stream_id` (exclusive), oldest first."""
         start = stream_id if stream_id == "-" else f"({stream_id}"
-        return [self._entry(entry_id, fields)
-                for entry_id, fields in self.client.xrange(self.keys.changes, start, "+", count)]
+        return [
+            self._entry(entry_id, fields)
+            for entry_id, fields in self.client.xrange(self.keys.changes, start, "+", count)
+        ]
 
     def _records(self, key_of, run_ids):
         if not run_ids:
             return []
         raws = self.client.mget([key_of(run_id) for run_id in run_ids])
-        return [RunRecord.decode(run_id, raw)
-                for run_id, raw in zip(run_ids, raws, strict=True) if raw is not None]
+        return [
+            RunRecord.decode(run_id, raw)
+            for run_id, raw in zip(run_ids, raws, strict=True)
+            if raw is not None
+        ]
 
     @staticmethod
     def _entry(entry_id, fields):
         run_id, record = fields[b"id"].decode(), fields[b"record"]
-        return StreamEntry(entry_id.decode(), fields[b"kind"].decode(),
-                           RunRecord.decode(run_id, record) if record else None)
+        return StreamEntry(
+            entry_id.decode(),
+            fields[b"kind"].decode(),
+            RunRecord.decode(run_id, record) if record else None,
+        )

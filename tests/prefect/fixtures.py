@@ -1,0 +1,190 @@
+"""Fixtures for the sync tests: the Prefect server, an environment wired to it, the ingest
+process, and the comparison of Redis with the Prefect API."""
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+from django.db import connection
+
+from pipelinehub.credentials.models import SecretRef
+from pipelinehub.environments.models import Environment, PrefectWorkspace, RedisTarget, Team
+from pipelinehub.state.store import EnvironmentState
+from pipelinehub.sync.mapping import change_from_flow_run, change_from_task_run
+from pipelinehub.sync.prefect import rest_client
+from pipelinehub.sync.reconcile import PAGE
+
+from ..conftest import delete_prefix, redis_for_tests
+from .server import AUTH_STRING, PrefectServer
+
+BASE_DIR = Path(__file__).resolve().parents[2]
+COMPARED = (
+    "version",
+    "state_type",
+    "state_name",
+    "name",
+    "flow",
+    "deployment",
+    "flow_run_id",
+    "start",
+    "end",
+    "run_count",
+)
+
+
+@pytest.fixture(scope="session")
+def prefect_server(tmp_path_factory):
+    server = PrefectServer(tmp_path_factory.mktemp("prefect"))
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def prefect_environment(transactional_db, prefect_server):
+    """An environment on the test Prefect server and the real Redis, with its own prefix.
+    Committed (transactional_db), so that an ingest process sees it."""
+    name = uuid.uuid4().hex[:8]
+    key = SecretRef.objects.create(name=f"prefect/{name}")
+    key.store(AUTH_STRING)
+    workspace = PrefectWorkspace.objects.create(
+        name=name, api_url=prefect_server.api_url, api_key=key
+    )
+    target = RedisTarget.objects.create(name=name, host="127.0.0.1", port=6379)
+    environment = Environment.objects.create(
+        team=Team.objects.create(slug=f"t{name}", name=name),
+        slug="dev",
+        workspace=workspace,
+        redis_target=target,
+        key_prefix=f"ph:{{sync-{name}}}:",
+    )
+    yield environment
+    delete_prefix(redis_for_tests(), environment.key_prefix)
+
+
+class IngestProcess:
+    """`manage.py ingest` as its own process, as it runs in production."""
+
+    def __init__(self, log_path):
+        self.log_path = log_path
+        self.process = None
+
+    def start(self):
+        env = {
+            **os.environ,
+            "PYTHONUNBUFFERED": "1",
+            "LOG_LEVEL": "INFO",
+            "DATABASE_URL": _database_url(),
+        }
+        env = {k: v for k, v in env.items() if not k.startswith("PREFECT_API")}
+        with open(self.log_path, "ab") as log:
+            self.process = subprocess.Popen(
+                [sys.executable, "manage.py", "ingest"],
+                cwd=BASE_DIR,
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+
+    def kill(self):
+        if self.process and self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait()
+
+    def log(self):
+        return self.log_path.read_text()
+
+    def wait_for_log(self, text, timeout=60, count=1):
+        wait_until(
+            lambda: self.log().count(text) >= count,
+            timeout,
+            lambda: f"no {text!r} in the ingest log:\n{self.log()[-3000:]}",
+        )
+
+
+@pytest.fixture
+def ingest(tmp_path):
+    process = IngestProcess(tmp_path / "ingest.log")
+    yield process
+    process.kill()
+
+
+def _database_url():
+    settings = connection.settings_dict
+    return f"postgres://{settings['USER']}@{settings['HOST']}:{settings['PORT']}/{settings['NAME']}"
+
+
+def wait_until(condition, timeout=60, message=lambda: "condition not met"):
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(message())
+        time.sleep(0.25)
+
+
+def prefect_truth(environment):
+    """Every flow run and task run the Prefect API has, as the changes reconcile would make."""
+
+    async def read():
+        async with rest_client(environment.workspace) as client:
+            flow_runs = await _all(client.read_flow_runs)
+            task_runs = await _all(client.read_task_runs)
+            flows = {flow.id: flow.name for flow in await client.read_flows(limit=PAGE)}
+        return flow_runs, task_runs, flows
+
+    flow_runs, task_runs, flows = asyncio.run(read())
+    changes = [change_from_flow_run(run, flows.get(run.flow_id, "")) for run in flow_runs]
+    changes += [change_from_task_run(run) for run in task_runs if run.flow_run_id]
+    return changes
+
+
+async def _all(read):
+    items, offset = [], 0
+    while page := await read(limit=PAGE, offset=offset):
+        items += page
+        offset += PAGE
+    return items
+
+
+def mismatches(environment):
+    """Runs where Redis differs from the Prefect API (empty when they match exactly)."""
+    state = EnvironmentState.for_environment(environment)
+    truth = prefect_truth(environment)
+    differences = []
+    for kind in ("flow", "task"):
+        expected = {c.id: c for c in truth if c.kind == kind}
+        stored = {r.id: r for r in state.records(kind, expected)}
+        for run_id, change in expected.items():
+            record = stored.get(run_id)
+            if record is None:
+                differences.append((kind, run_id, "missing"))
+                continue
+            diff = {
+                f: (getattr(record, f), getattr(change, f))
+                for f in COMPARED
+                if getattr(record, f) != (getattr(change, f) or _empty(f))
+            }
+            if diff:
+                differences.append((kind, run_id, diff))
+    extra = state.flow_run_ids() - {c.id for c in truth if c.kind == "flow"}
+    differences += [("flow", run_id, "not in Prefect") for run_id in extra]
+    return differences
+
+
+def _empty(field):
+    return None if field in ("start", "end") else ("" if field != "run_count" else 0)
+
+
+def assert_mirrors_prefect(environment, timeout=45):
+    wait_until(
+        lambda: not mismatches(environment),
+        timeout,
+        lambda: f"Redis differs from Prefect: {mismatches(environment)[:10]}",
+    )

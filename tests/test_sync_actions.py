@@ -1,0 +1,90 @@
+"""Retry and cancel through the real Prefect server, refusals included."""
+
+import asyncio
+import uuid
+
+import pytest
+from prefect.flows import Flow
+from prefect.states import Completed, Running
+
+from pipelinehub.audit.models import AuditEvent
+from pipelinehub.sync.actions import cancel_flow_run, retry_flow_run
+from pipelinehub.sync.prefect import rest_client
+
+pytestmark = pytest.mark.prefect
+
+
+def prefect(environment, operation):
+    async def run():
+        async with rest_client(environment.workspace) as client:
+            return await operation(client)
+
+    return asyncio.run(run())
+
+
+def deployment_run(environment, state=None):
+    """A flow run of a deployment (no worker: the test moves its states itself)."""
+
+    async def create(client):
+        flow = Flow(lambda: None, name=f"ph-deployed-{uuid.uuid4().hex[:6]}")
+        flow_id = await client.create_flow(flow)
+        deployment_id = await client.create_deployment(
+            flow_id=flow_id, name="nightly", entrypoint="flows.py:nightly"
+        )
+        run = await client.create_flow_run_from_deployment(deployment_id)
+        if state is not None:
+            await client.set_flow_run_state(run.id, state, force=True)
+        return run.id
+
+    return prefect(environment, create)
+
+
+def state_of(environment, run_id):
+    return prefect(environment, lambda client: client.read_flow_run(run_id)).state.type.value
+
+
+def test_cancel_a_running_run_and_refuse_a_finished_one(prefect_environment):
+    run_id = deployment_run(prefect_environment, Running())
+    result = cancel_flow_run(prefect_environment, run_id)
+    assert result.ok, result.message
+    assert state_of(prefect_environment, run_id) == "CANCELLING"
+
+    finished = deployment_run(prefect_environment, Completed())
+    refused = cancel_flow_run(prefect_environment, finished)
+    assert not refused.ok and "already finished" in refused.message
+    assert state_of(prefect_environment, finished) == "COMPLETED"
+
+
+def test_cancelling_a_scheduled_run_cancels_it_at_once(prefect_environment):
+    run_id = deployment_run(prefect_environment)
+    result = cancel_flow_run(prefect_environment, run_id)
+    assert result.ok and "before it started" in result.message
+    assert state_of(prefect_environment, run_id) == "CANCELLED"
+
+
+def test_retry_a_finished_run_and_refuse_an_unfinished_one(prefect_environment):
+    run_id = deployment_run(prefect_environment, Completed())
+    result = retry_flow_run(prefect_environment, run_id)
+    assert result.ok, result.message
+    assert state_of(prefect_environment, run_id) == "SCHEDULED"
+
+    refused = retry_flow_run(prefect_environment, run_id)
+    assert not refused.ok and "only a finished run" in refused.message
+    assert AuditEvent.objects.filter(action="flow_run_retry", object_id=str(run_id)).count() == 2
+
+
+def test_retry_refuses_a_run_without_deployment(prefect_environment):
+    async def adhoc(client):
+        flow_run = await client.create_flow_run(
+            Flow(lambda: None, name="ph-adhoc"), state=Completed()
+        )
+        return flow_run.id
+
+    run_id = prefect(prefect_environment, adhoc)
+    result = retry_flow_run(prefect_environment, run_id)
+    assert not result.ok and "no deployment" in result.message
+
+
+def test_unknown_and_malformed_run_ids(prefect_environment):
+    assert "has no flow run" in cancel_flow_run(prefect_environment, uuid.uuid4()).message
+    assert "not a flow run id" in retry_flow_run(prefect_environment, "nope").message

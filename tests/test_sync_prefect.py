@@ -1,0 +1,119 @@
+"""Prefect to Redis, against a real Prefect server, real flows and the real Redis."""
+
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+import pytest
+
+from pipelinehub.state.records import RunChange
+from pipelinehub.state.store import EnvironmentState
+from pipelinehub.sync.models import ReconcileReport
+from pipelinehub.sync.reconcile import reconcile
+
+from .conftest import delete_prefix, redis_for_tests
+from .prefect.fixtures import assert_mirrors_prefect, mismatches
+
+pytestmark = pytest.mark.prefect
+
+
+def test_ingest_mirrors_real_flows_exactly(prefect_server, prefect_environment, ingest):
+    ingest.start()
+    ingest.wait_for_log("live environments=")
+    prefect_server.run_flows("all")
+    assert_mirrors_prefect(prefect_environment)
+    state = EnvironmentState.for_environment(prefect_environment)
+    states = {run.state_type for run in state.board(limit=1000).runs}
+    assert {"COMPLETED", "FAILED"} <= states
+    assert "heartbeat" not in ingest.log()
+    assert "source=live" in ingest.log() and "malformed=0" in ingest.log()
+
+
+def test_ingest_killed_mid_stream_misses_nothing(prefect_server, prefect_environment, ingest):
+    ingest.start()
+    ingest.wait_for_log("live environments=")
+    flows = subprocess.Popen(
+        [sys.executable, str(Path(__file__).parent / "prefect" / "flows.py"), "long,ok"],
+        env=prefect_server.client_env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    ingest.wait_for_log("source=live")
+    ingest.kill()
+    assert flows.wait(120) == 0, flows.stderr.read()
+    assert mismatches(prefect_environment)  # it really missed part of the stream
+
+    ingest.start()
+    ingest.wait_for_log("source=catch-up")
+    assert_mirrors_prefect(prefect_environment)
+
+
+def test_ingest_survives_a_prefect_server_restart(prefect_server, prefect_environment, ingest):
+    ingest.start()
+    ingest.wait_for_log("live environments=")
+    prefect_server.restart()
+    prefect_server.run_flows("ok,fail")
+    assert_mirrors_prefect(prefect_environment)
+    assert ingest.process.poll() is None
+
+
+def test_one_reconcile_restores_a_flushed_redis(prefect_server, prefect_environment):
+    prefect_server.run_flows("ok,parent")
+    first = reconcile(prefect_environment)
+    assert not first.error and first.checked > 0
+    assert_mirrors_prefect(prefect_environment, timeout=0)
+
+    delete_prefix(redis_for_tests(), prefect_environment.key_prefix)
+    report = reconcile(prefect_environment)
+    assert report.missing == report.checked == first.checked
+    assert_mirrors_prefect(prefect_environment, timeout=0)
+
+    again = reconcile(prefect_environment)
+    assert (again.missing, again.stale, again.orphaned) == (0, 0, 0)
+    assert ReconcileReport.objects.filter(environment=prefect_environment).count() == 3
+
+
+def test_reconcile_repairs_stale_and_removes_what_prefect_does_not_have(
+    prefect_server, prefect_environment
+):
+    prefect_server.run_flows("ok")
+    reconcile(prefect_environment)
+    state = EnvironmentState.for_environment(prefect_environment)
+    real = state.board(limit=1).runs[0]
+    ghost = str(uuid.uuid4())
+    state.apply(RunChange("flow", ghost, real.version, "RUNNING", "Running"))
+    redis_for_tests().set(
+        state.keys.run(real.id), RunChange("flow", real.id, 1, "PENDING", "Pending").encode()
+    )
+
+    report = reconcile(prefect_environment)
+    assert (report.stale, report.orphaned) == (1, 1)
+    assert state.flow_run(ghost) is None
+    assert_mirrors_prefect(prefect_environment, timeout=0)
+
+
+def test_one_reconcile_at_a_time(prefect_environment):
+    state = EnvironmentState.for_environment(prefect_environment)
+    with state.client.lock(state.keys.lock("reconcile"), timeout=30):
+        report = reconcile(prefect_environment)
+    assert "another reconcile" in report.error
+
+
+def test_unreachable_prefect_is_reported_and_writes_nothing(prefect_environment):
+    workspace = prefect_environment.workspace
+    workspace.api_url = "http://127.0.0.1:9/api"
+    workspace.save()
+    report = reconcile(prefect_environment)
+    assert "ConnectError" in report.error
+    assert not list(redis_for_tests().scan_iter(match=f"{prefect_environment.key_prefix}run*"))
+
+
+def test_wrong_key_is_reported_and_writes_nothing(prefect_environment, ingest):
+    prefect_environment.workspace.api_key.store("pipelinehub:wrong")
+    report = reconcile(prefect_environment)
+    assert "401" in report.error
+    ingest.start()
+    ingest.wait_for_log("error=")
+    assert "401" in ingest.log()
+    assert not list(redis_for_tests().scan_iter(match=f"{prefect_environment.key_prefix}run*"))
