@@ -7,6 +7,7 @@ import sys
 import pytest
 from django.contrib.auth import get_user_model
 
+from pipelinehub.accounts.oidc import okta_providers
 from tests import factories
 
 SSO_BACKEND = "pipelinehub.accounts.backends.SingleSignOnBackend"
@@ -54,3 +55,15 @@ def test_okta_settings_come_from_the_environment():
     assert "OKTA_CLIENT_SECRET" in missing_secret.stderr and missing_secret.returncode != 0
     unset = settings_in_subprocess("s.SOCIALACCOUNT_PROVIDERS['openid_connect']['APPS']")
     assert unset.stdout.strip() == "[]"
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("path", ["/accounts/login/", "/admin/login/"])
+def test_login_pages_need_no_inline_script_or_style(client, settings, path):
+    """The Content Security Policy forbids inline scripts and styles: the pages must not use any."""
+    settings.SOCIALACCOUNT_PROVIDERS = okta_providers("https://example.okta.com", "id", "secret")
+    response = client.get(path)
+    assert response.status_code == 200
+    assert "<script>" not in response.text and "style=" not in response.text
+    if path == "/accounts/login/":
+        assert "/accounts/oidc/okta/login/" in response.text
