@@ -31,6 +31,7 @@ EVENT_PAGE = 50  # the most read_events accepts on the open-source server
 REPLAY_OVERLAP = timedelta(minutes=1)  # events are re-read this far behind the watermark
 EVENT_CATCHUP_LIMIT = timedelta(hours=1)  # longer outages are repaired by reconcile instead
 SETTLE_DELAY = 3.0  # task runs of a finished flow run are re-read this long after it ends
+PERSISTER_LAG = 12.0  # Prefect's event persister flushes every 5 s by default
 MAX_BACKOFF = 30.0
 CONFIG_POLL = 30.0
 
@@ -46,7 +47,7 @@ class WorkspaceIngest:
         backoff = 1.0
         while True:
             try:
-                await self.catch_up()
+                since = await self.catch_up()
                 async with event_subscriber(self.workspace) as subscriber:
                     log.info(
                         "ingest workspace=%s live environments=%s",
@@ -54,7 +55,11 @@ class WorkspaceIngest:
                         ",".join(str(env) for env in self.environments),
                     )
                     backoff = 1.0
-                    await self.consume(subscriber)
+                    trailing = asyncio.create_task(self._read_again_later(since))
+                    try:
+                        await self.consume(subscriber)
+                    finally:
+                        trailing.cancel()
                 log.warning("ingest workspace=%s stream closed; reconnecting", self.workspace)
             except asyncio.CancelledError:
                 raise
@@ -70,7 +75,8 @@ class WorkspaceIngest:
                 backoff = min(backoff * 2, MAX_BACKOFF)
 
     async def catch_up(self):
-        """Apply what happened while we were not listening, up to now."""
+        """Apply what happened while we were not listening, up to now; returns where the
+        events read began."""
         watermarks = await sync_to_async(self._watermarks)()
         until = datetime.now(UTC)
         since = min(watermarks) if watermarks and all(watermarks) else None
@@ -80,18 +86,33 @@ class WorkspaceIngest:
                 if report.error:
                     raise RuntimeError(f"catch-up reconcile of {environment}: {report.error}")
             since = until  # events during the reconcile are read below
+        since -= REPLAY_OVERLAP
+        await self._apply_event_window(since, until, source="catch-up")
+        await sync_to_async(self._advance_watermarks)(until)
+        return since
+
+    async def _read_again_later(self, since):
+        """Prefect stores events a few seconds after sending them live: the newest ones were
+        neither in the catch-up nor, having gone out before we listened, in the live stream.
+        Read the window once more when they are stored."""
+        await asyncio.sleep(PERSISTER_LAG)
+        try:
+            await self._apply_event_window(since, datetime.now(UTC), source="re-read")
+        except Exception as exc:  # the live stream goes on; reconcile repairs the rest
+            log.warning("ingest workspace=%s re-read failed: %s", self.workspace, exc)
+
+    async def _apply_event_window(self, since, until, source):
         event_filter = EventFilter(
-            occurred=EventOccurredFilter(since=since - REPLAY_OVERLAP, until=until),
+            occurred=EventOccurredFilter(since=since, until=until),
             event=EventNameFilter(prefix=RUN_EVENT_PREFIXES),
             order=EventOrder.ASC,
         )
         async with rest_client(self.workspace) as client:
             page = await client.read_events(filter=event_filter, limit=EVENT_PAGE)
-            await self.apply_events(page.events, source="catch-up")
+            await self.apply_events(page.events, source=source)
             while page.next_page:
                 page = await client.read_events_page(str(page.next_page))
-                await self.apply_events(page.events, source="catch-up")
-        await sync_to_async(self._advance_watermarks)(until)
+                await self.apply_events(page.events, source=source)
 
     async def consume(self, subscriber):
         queue = asyncio.Queue()

@@ -15,6 +15,7 @@ from prefect.client.schemas.filters import (
     FlowFilterId,
     FlowRunFilter,
     FlowRunFilterEndTime,
+    FlowRunFilterExpectedStartTime,
     FlowRunFilterState,
     FlowRunFilterStateType,
     Operator,
@@ -141,16 +142,26 @@ def _remove(state, orphans, report):
 
 
 async def _flow_runs_in_window(client, window_start):
-    window = FlowRunFilter(
+    """Runs not finished, finished since `window_start`, or finished without ever running
+    (cancelled while scheduled: no end time) and expected since `window_start`."""
+    running_or_recent = FlowRunFilter(
         operator=Operator.or_,
         state=FlowRunFilterState(type=FlowRunFilterStateType(not_any_=TERMINAL)),
         end_time=FlowRunFilterEndTime(after_=window_start),
     )
-    return await _all_pages(
-        lambda offset: client.read_flow_runs(
-            flow_run_filter=window, sort=FlowRunSort.ID_DESC, limit=PAGE, offset=offset
-        )
+    never_ran = FlowRunFilter(
+        end_time=FlowRunFilterEndTime(is_null_=True),
+        expected_start_time=FlowRunFilterExpectedStartTime(after_=window_start),
     )
+    runs = {}
+    for window in (running_or_recent, never_ran):
+        for run in await _all_pages(
+            lambda offset, w=window: client.read_flow_runs(
+                flow_run_filter=w, sort=FlowRunSort.ID_DESC, limit=PAGE, offset=offset
+            )
+        ):
+            runs[run.id] = run
+    return list(runs.values())
 
 
 async def task_runs_of(client, flow_run_ids):
