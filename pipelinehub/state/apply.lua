@@ -10,7 +10,7 @@
 -- numbers. The merge makes the result independent of arrival order and duplication: the newest
 -- state wins (by version, ties broken by the state itself), start is the earliest seen, the run
 -- count the highest, names are fixed once known. Returns 1 when the record changed, else 0.
-local V, ST, SN, START, END, RUN_COUNT = 1, 2, 3, 8, 9, 10
+local ST, V, SN, START, END, RUN_COUNT = 1, 2, 3, 8, 9, 10
 local IDENTITY = {4, 5, 6, 7}  -- name, flow, deployment, flow run id
 local TERMINAL = {COMPLETED = true, FAILED = true, CANCELLED = true, CRASHED = true}
 
@@ -36,7 +36,8 @@ end
 
 local function merge(stored, new)
   local winner = newer(new, stored) and new or stored
-  local merged = {winner[V], winner[ST], winner[SN], '', '', '', '', '', winner[END], ''}
+  local merged = {}
+  merged[ST], merged[V], merged[SN], merged[END] = winner[ST], winner[V], winner[SN], winner[END]
   for _, i in ipairs(IDENTITY) do
     local a, b = stored[i], new[i]
     merged[i] = (a == '' or (b ~= '' and b > a)) and b or a

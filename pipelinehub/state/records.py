@@ -5,7 +5,7 @@ bytes; see docs/benchmarks.md. Only what a board shows is stored: no parameters,
 logs. Timestamps are integer microseconds since the epoch.
 """
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import orjson
@@ -68,9 +68,10 @@ class RunChange:
         return orjson.dumps(["" if value is None else str(value) for value in self._values()])
 
     def _values(self):
+        # The state type leads, so that a board can count states without decoding records.
         return (
-            self.version,
             self.state_type,
+            self.version,
             self.state_name,
             self.name,
             self.flow,
@@ -82,38 +83,70 @@ class RunChange:
         )
 
 
-@dataclass(frozen=True)
+def state_type_of(raw):
+    """The state type of an encoded record, without decoding it: the layout puts it first."""
+    return raw[2 : raw.index(b'"', 2)]
+
+
+def _field(index, convert=None):
+    if convert is None:
+        return property(lambda self: self.fields[index])
+    return property(lambda self: convert(self.fields[index]) if self.fields[index] else None)
+
+
 class RunRecord:
-    """A run as read back from Redis."""
+    """A run as read back from Redis, decoded on first use: a board of ten thousand runs
+    shows a screenful of them."""
 
-    id: str
-    version: int
-    state_type: str
-    state_name: str
-    name: str
-    flow: str
-    deployment: str
-    flow_run_id: str
-    start: int | None
-    end: int | None
-    run_count: int
+    __slots__ = ("id", "raw", "_fields")
+    FIELDS = (
+        "version",
+        "state_type",
+        "state_name",
+        "name",
+        "flow",
+        "deployment",
+        "flow_run_id",
+        "start",
+        "end",
+        "run_count",
+    )
 
-    @classmethod
-    def decode(cls, run_id, raw):
-        v, st, sn, name, flow, deployment, flow_run_id, start, end, run_count = orjson.loads(raw)
-        return cls(
-            run_id,
-            int(v),
-            st,
-            sn,
-            name,
-            flow,
-            deployment,
-            flow_run_id,
-            int(start) if start else None,
-            int(end) if end else None,
-            int(run_count or 0),
-        )
+    def __init__(self, run_id, raw):
+        self.id = run_id
+        self.raw = raw
+        self._fields = None
+
+    decode = classmethod(lambda cls, run_id, raw: cls(run_id, raw))
+
+    @property
+    def fields(self):
+        if self._fields is None:
+            self._fields = orjson.loads(self.raw)
+        return self._fields
+
+    @property
+    def state_type(self):
+        return state_type_of(self.raw).decode()
+
+    version = _field(1, int)
+    state_name = _field(2)
+    name = _field(3)
+    flow = _field(4)
+    deployment = _field(5)
+    flow_run_id = _field(6)
+    start = _field(7, int)
+    end = _field(8, int)
+    run_count = property(lambda self: int(self.fields[9] or 0))
 
     def as_dict(self):
-        return {field.name: getattr(self, field.name) for field in fields(self)}
+        return {"id": self.id, **{name: getattr(self, name) for name in self.FIELDS}}
+
+    def __eq__(self, other):
+        return isinstance(other, RunRecord) and (self.id, self.raw) == (other.id, other.raw)
+
+    def __hash__(self):
+        return hash((self.id, self.raw))
+
+    def __repr__(self):
+        return f"<RunRecord {self.id} {self.state_type}>"
