@@ -118,7 +118,7 @@ def memory_per_run(client, count):
         state.apply_batch(changes[i : i + 500])
     client.delete(state.keys.changes)  # the stream is bounded and shared by all runs
     total = (client.info("memory")["used_memory"] - before) / count
-    record = client.memory_usage(state.keys.run(changes[1].id))
+    record = client.memory_usage(state.keys.flow_runs) / count
     index = client.memory_usage(state.keys.runs) / count
     return total, record, index
 
@@ -237,7 +237,7 @@ Single `apply` reaches {throughput["apply"] / throughput["raw_set"]:.0%} of sing
 
 | source | seconds |
 | --- | --- |
-| Redis, `EnvironmentState.board` (ZREVRANGE + MGET, counts per state), best of 5 | {redis_board:.4f} |
+| Redis, `EnvironmentState.board` (ZREVRANGE + HMGET, counts per state), best of 5 | {redis_board:.4f} |
 | Redis, the same with every field of every run decoded (`as_dict`), best of 5 | {redis_board_decoded:.4f} |
 | Prefect API (`read_flow_runs`, pages of 200, parsed into FlowRun objects) | {prefect_board:.2f} |
 
@@ -251,17 +251,17 @@ real runs on this kind of machine.
 ## Memory
 
 **{bytes_per_run:.0f} bytes per stored flow run**, measured as `used_memory` growth over
-{count:,} runs (target: under 400). Of it, `MEMORY USAGE` gives {record_bytes} bytes for one run's
-key and record (a 150-byte JSON array; allocations round up to 160) and {index_bytes:.0f} bytes per
-entry of the board index (a sorted set: skiplist node, dict entry and the 36-character id); the
-rest is the main dictionary and the expiry entry of finished runs.
+{count:,} runs (target: under 400): {record_bytes:.0f} bytes per run in the flow-run hash
+(`MEMORY USAGE` of the hash over the runs: a MessagePack record of about 100 bytes, its field
+and dict entry) and {index_bytes:.0f} bytes per entry of the board index (a sorted set: skiplist
+node, dict entry, the 36-character id).
 
-The target is not met. Shrinking the record does not help until it drops below 124 bytes (the
-next allocation size), which means dropping fields the board shows. What would meet it: all of
-an environment's records in one hash (no per-key overhead, about 75 bytes less per run, measured)
-*and* no per-run index entry (sorting a page client-side from the hash), at the price of
-managing expiry ourselves on Redis 7.0 (per-field TTLs arrived in 7.4) and of a board read that
-grows with every run kept rather than with the page. Not done here; see the issue notes.
+The layout is what gets there; measured with the same 10,000 runs while choosing it: a JSON
+string key per run with a TTL, plus the index, took about 490 bytes; the same records as fields
+of one hash about 413; MessagePack records instead of JSON in that hash about 365. The price of
+the hash is that its fields cannot expire by themselves on Redis 7.0 (field TTLs arrived in 7.4):
+reconcile drops flow runs finished longer than the TTL (`prune.lua`); task runs stay keys with a
+TTL of their own.
 """)
 
 

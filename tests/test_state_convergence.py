@@ -47,8 +47,7 @@ def content(client, state):
     result = {"runs": client.zrange(ks.runs, 0, -1, withscores=True)}
     for run_id in FLOW_IDS:
         result[run_id] = (
-            client.get(ks.run(run_id)),
-            client.ttl(ks.run(run_id)) > 0,
+            client.hget(ks.flow_runs, run_id),
             sorted(client.smembers(ks.tasks_of(run_id))),
             client.ttl(ks.tasks_of(run_id)) > 0,
         )

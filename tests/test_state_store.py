@@ -52,11 +52,35 @@ def test_earliest_start_and_highest_run_count_are_kept(state):
     assert (run.version, run.start, run.run_count) == (T0 + 5, T0 + 1, 2)
 
 
-def test_finished_runs_expire_and_a_retry_makes_them_permanent_again(state, redis_client):
+def test_finished_runs_expire_after_the_ttl_and_running_ones_never(state):
+    hour = 3600 * 1_000_000  # the fixture's TTL
+    old_finished, old_running, recent = (
+        f"00000000-0000-0000-0000-00000000000{i}" for i in range(3)
+    )
+    state.apply(flow("FAILED", T0, run_id=old_finished))
+    state.apply(flow("RUNNING", T0, run_id=old_running))
+    state.apply(flow("COMPLETED", T0 + hour, run_id=recent))
+
+    assert state.prune_finished(T0 + hour + 1) == 1
+    assert {run.id for run in state.board().runs} == {old_running, recent}
+    assert state.prune_finished(T0 + hour + 1) == 0
+
+
+def test_a_retried_run_is_no_longer_finished_and_stays(state):
     state.apply(flow("FAILED", T0))
-    assert 0 < redis_client.ttl(state.keys.run(FLOW)) <= 3600
     state.apply(flow("SCHEDULED", T0 + 1))
-    assert redis_client.ttl(state.keys.run(FLOW)) == -1
+    assert state.prune_finished(T0 + 10 * 3600 * 1_000_000) == 0
+    assert state.flow_run(FLOW)[0].state_type == "SCHEDULED"
+
+
+def test_pruning_walks_past_long_running_runs(state, monkeypatch):
+    monkeypatch.setattr("pipelinehub.state.store.PRUNE_CHUNK", 2)  # several chunks of them
+    for i in range(5):
+        state.apply(flow("RUNNING", T0 + i, run_id=f"running-{i}"))
+    for i in range(3):
+        state.apply(flow("COMPLETED", T0 + 10 + i, run_id=f"done-{i}"))
+    assert state.prune_finished(T0 + 10 * 3600 * 1_000_000) == 3
+    assert len(state.board().runs) == 5
 
 
 def test_task_runs_join_their_flow_run_and_follow_its_lifetime(state, redis_client):

@@ -83,8 +83,8 @@ def test_reconcile_repairs_stale_and_removes_what_prefect_does_not_have(
     real = state.board(limit=1).runs[0]
     ghost = str(uuid.uuid4())
     state.apply(RunChange("flow", ghost, real.version, "RUNNING", "Running"))
-    redis_for_tests().set(
-        state.keys.run(real.id), RunChange("flow", real.id, 1, "PENDING", "Pending").encode()
+    redis_for_tests().hset(
+        state.keys.flow_runs, real.id, RunChange("flow", real.id, 1, "PENDING", "Pending").encode()
     )
 
     report = reconcile(prefect_environment)

@@ -8,9 +8,6 @@ from dataclasses import dataclass
 class Keyspace:
     prefix: str
 
-    def run(self, flow_run_id):
-        return f"{self.prefix}run:{flow_run_id}"
-
     def task(self, task_run_id):
         return f"{self.prefix}task:{task_run_id}"
 
@@ -18,7 +15,13 @@ class Keyspace:
         return f"{self.prefix}run:{flow_run_id}:tasks"
 
     @property
+    def flow_runs(self):
+        """Hash: flow run id to record."""
+        return f"{self.prefix}flowruns"
+
+    @property
     def runs(self):
+        """Sorted set: flow run ids by version, the board's index."""
         return f"{self.prefix}runs"
 
     @property

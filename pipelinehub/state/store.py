@@ -14,7 +14,9 @@ from .connections import environment_client
 from .keyspace import Keyspace
 from .records import RunRecord, state_type_of
 
-APPLY_SCRIPT = (Path(__file__).with_name("apply.lua")).read_text()
+APPLY_SCRIPT = Path(__file__).with_name("apply.lua").read_text()
+PRUNE_SCRIPT = Path(__file__).with_name("prune.lua").read_text()
+PRUNE_CHUNK = 500
 
 
 @dataclass
@@ -37,6 +39,7 @@ class EnvironmentState:
         self.ttl = int(finished_ttl_seconds)
         self.stream_maxlen = stream_maxlen or settings.STATE_STREAM_MAXLEN
         self._apply = client.register_script(APPLY_SCRIPT)
+        self._prune = client.register_script(PRUNE_SCRIPT)
 
     @classmethod
     def for_environment(cls, environment):
@@ -64,15 +67,17 @@ class EnvironmentState:
     def _run_apply(self, change, client):
         ks = self.keys
         if change.kind == "flow":
-            keys = [ks.run(change.id), ks.changes, ks.runs, ks.tasks_of(change.id)]
+            keys = [ks.flow_runs, ks.changes, ks.runs, ks.tasks_of(change.id)]
         else:
-            keys = [
-                ks.task(change.id),
-                ks.changes,
-                ks.tasks_of(change.flow_run_id),
-                ks.run(change.flow_run_id),
-            ]
-        args = [change.kind, change.id, change.encode(), self.ttl, self.stream_maxlen]
+            keys = [ks.task(change.id), ks.changes, ks.tasks_of(change.flow_run_id), ks.flow_runs]
+        args = [
+            change.kind,
+            change.id,
+            change.encode(),
+            self.ttl,
+            self.stream_maxlen,
+            change.flow_run_id,
+        ]
         return self._apply(keys=keys, args=args, client=client)
 
     def remove(self, kind, run_ids):
@@ -80,16 +85,17 @@ class EnvironmentState:
         if not run_ids:
             return
         ks = self.keys
-        record_key = ks.run if kind == "flow" else ks.task
-        raws = self.client.mget([record_key(run_id) for run_id in run_ids])
+        tasks = self.records("task", run_ids) if kind == "task" else []
         with self.client.pipeline(transaction=True) as pipe:
-            for run_id, raw in zip(run_ids, raws, strict=True):
-                pipe.delete(record_key(run_id))
-                if kind == "flow":
-                    pipe.zrem(ks.runs, run_id)
-                    pipe.delete(ks.tasks_of(run_id))
-                elif raw is not None:
-                    pipe.srem(ks.tasks_of(RunRecord.decode(run_id, raw).flow_run_id), run_id)
+            if kind == "flow":
+                pipe.hdel(ks.flow_runs, *run_ids)
+                pipe.zrem(ks.runs, *run_ids)
+                pipe.delete(*(ks.tasks_of(run_id) for run_id in run_ids))
+            else:
+                pipe.delete(*(ks.task(run_id) for run_id in run_ids))
+                for task in tasks:
+                    pipe.srem(ks.tasks_of(task.flow_run_id), task.id)
+            for run_id in run_ids:
                 pipe.xadd(
                     ks.changes,
                     {"kind": kind, "id": run_id, "record": ""},
@@ -98,20 +104,22 @@ class EnvironmentState:
                 )
             pipe.execute()
 
-    def prune_index(self):
-        """Drop board index entries whose run has expired (finished runs carry a TTL)."""
-        ids = [raw.decode() for raw in self.client.zrange(self.keys.runs, 0, -1)]
-        if not ids:
-            return 0
-        with self.client.pipeline(transaction=False) as pipe:
-            for run_id in ids:
-                pipe.exists(self.keys.run(run_id))
-            gone = [
-                run_id for run_id, exists in zip(ids, pipe.execute(), strict=True) if not exists
-            ]
-        if gone:
-            self.client.zrem(self.keys.runs, *gone)
-        return len(gone)
+    def prune_finished(self, now_micros):
+        """Drop flow runs finished more than the TTL before `now_micros`; returns how many.
+
+        Flow runs live in one hash, whose fields cannot expire on their own before Redis 7.4:
+        reconcile calls this. Task runs expire by themselves.
+        """
+        cutoff = now_micros - self.ttl * 1_000_000
+        removed = offset = 0
+        while True:
+            dropped, kept = self._prune(
+                keys=[self.keys.flow_runs, self.keys.runs], args=[cutoff, offset, PRUNE_CHUNK]
+            )
+            removed += dropped
+            offset += kept
+            if dropped + kept < PRUNE_CHUNK:
+                return removed
 
     def set_meta(self, **values):
         self.client.hset(self.keys.meta, mapping={k: str(v) for k, v in values.items()})
@@ -123,12 +131,11 @@ class EnvironmentState:
 
     def board(self, limit=100):
         """The `limit` most recently changed flow runs, newest first, with counts per state."""
-        # The hot path of every board: bytes all the way, no per-run formatting or decoding.
+        # The hot path of every board: no per-run decoding here (see RunRecord).
         ids = self.client.zrevrange(self.keys.runs, 0, limit - 1)
         if not ids:
             return Board([], {})
-        run_prefix = self.keys.run("").encode()
-        raws = self.client.mget([run_prefix + run_id for run_id in ids])
+        raws = self.client.hmget(self.keys.flow_runs, ids)
         runs = [
             RunRecord(run_id.decode(), raw)
             for run_id, raw in zip(ids, raws, strict=True)
@@ -139,21 +146,31 @@ class EnvironmentState:
 
     def flow_run(self, flow_run_id):
         """One flow run and its task runs (oldest start first), or None."""
-        raw = self.client.get(self.keys.run(flow_run_id))
+        raw = self.client.hget(self.keys.flow_runs, flow_run_id)
         if raw is None:
             return None
         members = self.client.smembers(self.keys.tasks_of(flow_run_id))
-        task_ids = [member.decode() for member in members]
-        tasks = self._records(self.keys.task, task_ids)
+        tasks = self.records("task", [member.decode() for member in members])
         tasks.sort(key=lambda task: (task.start or task.version, task.id))
-        return RunRecord.decode(flow_run_id, raw), tasks
+        return RunRecord(flow_run_id, raw), tasks
 
     def flow_run_ids(self):
         return {raw.decode() for raw in self.client.zrange(self.keys.runs, 0, -1)}
 
     def records(self, kind, run_ids):
         """Stored records of the given runs (missing ones left out)."""
-        return self._records(self.keys.run if kind == "flow" else self.keys.task, list(run_ids))
+        run_ids = list(run_ids)
+        if not run_ids:
+            return []
+        if kind == "flow":
+            raws = self.client.hmget(self.keys.flow_runs, run_ids)
+        else:
+            raws = self.client.mget([self.keys.task(run_id) for run_id in run_ids])
+        return [
+            RunRecord(run_id, raw)
+            for run_id, raw in zip(run_ids, raws, strict=True)
+            if raw is not None
+        ]
 
     def changes_since(self, stream_id="-", count=1000):
         """Entries after `stream_id` (exclusive), oldest first."""
@@ -163,21 +180,11 @@ class EnvironmentState:
             for entry_id, fields in self.client.xrange(self.keys.changes, start, "+", count)
         ]
 
-    def _records(self, key_of, run_ids):
-        if not run_ids:
-            return []
-        raws = self.client.mget([key_of(run_id) for run_id in run_ids])
-        return [
-            RunRecord.decode(run_id, raw)
-            for run_id, raw in zip(run_ids, raws, strict=True)
-            if raw is not None
-        ]
-
     @staticmethod
     def _entry(entry_id, fields):
         run_id, record = fields[b"id"].decode(), fields[b"record"]
         return StreamEntry(
             entry_id.decode(),
             fields[b"kind"].decode(),
-            RunRecord.decode(run_id, record) if record else None,
+            RunRecord(run_id, record) if record else None,
         )

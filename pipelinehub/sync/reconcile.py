@@ -26,6 +26,7 @@ from prefect.client.schemas.objects import StateType
 from prefect.client.schemas.sorting import FlowRunSort, TaskRunSort
 from prefect.exceptions import ObjectNotFound
 
+from pipelinehub.state.records import to_micros
 from pipelinehub.state.store import EnvironmentState
 
 from .mapping import change_from_flow_run, change_from_task_run
@@ -138,7 +139,9 @@ def _remove(state, orphans, report):
     for kind, run_ids in orphans.items():
         state.remove(kind, run_ids)
         report.orphaned += len(run_ids)
-    state.prune_index()
+    expired = state.prune_finished(to_micros(datetime.now(UTC)))
+    if expired:
+        log.info("reconcile environment=%s expired=%d finished runs", state.keys.prefix, expired)
 
 
 async def _flow_runs_in_window(client, window_start):
