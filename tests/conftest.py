@@ -46,4 +46,9 @@ def state(redis_client, prefix):
     return EnvironmentState(redis_client, prefix, finished_ttl_seconds=3600, stream_maxlen=1000)
 
 
-from .prefect.fixtures import ingest, prefect_environment, prefect_server  # noqa: E402, F401
+from .prefect.fixtures import (  # noqa: E402, F401
+    ingest,
+    prefect_environment,
+    prefect_server,
+    private_redis,
+)

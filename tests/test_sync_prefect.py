@@ -58,6 +58,25 @@ def test_ingest_survives_a_prefect_server_restart(prefect_server, prefect_enviro
     assert ingest.process.poll() is None
 
 
+def test_ingest_survives_a_redis_restart(
+    prefect_server, prefect_environment, ingest, private_redis
+):
+    target = prefect_environment.redis_target
+    target.port = private_redis.port
+    target.save()
+    ingest.start()
+    ingest.wait_for_log("live environments=")
+    prefect_server.run_flows("ok")
+    assert_mirrors_prefect(prefect_environment)
+
+    private_redis.stop()  # it keeps nothing on disk: it comes back empty
+    prefect_server.run_flows("fail")
+    ingest.wait_for_log("error=ConnectionError")
+    private_redis.start()
+    assert_mirrors_prefect(prefect_environment, timeout=90)
+    assert ingest.process.poll() is None
+
+
 def test_one_reconcile_restores_a_flushed_redis(prefect_server, prefect_environment):
     prefect_server.run_flows("ok,parent")
     first = reconcile(prefect_environment)
