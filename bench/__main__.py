@@ -24,11 +24,11 @@ import django
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "pipelinehub.settings")
 django.setup()
 
-import redis  # noqa: E402
 
 from pipelinehub.state.records import RunChange  # noqa: E402
 from pipelinehub.state.store import EnvironmentState  # noqa: E402
-from tests.prefect.server import AUTH_STRING, PrefectServer, clean_env, free_port  # noqa: E402
+from tests.prefect.server import AUTH_STRING, PrefectServer, clean_env  # noqa: E402
+from tests.redis_server import PrivateRedis  # noqa: E402
 
 OUTPUT = Path(__file__).resolve().parent.parent / "docs" / "benchmarks.md"
 T0 = 1_764_000_000_000_000
@@ -163,38 +163,14 @@ def board_from_prefect(server, count):
     return asyncio.run(read_all())
 
 
-def start_redis():
-    port = free_port()
-    process = subprocess.Popen(
-        [
-            "redis-server",
-            "--port",
-            str(port),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-        ],
-        stdout=subprocess.DEVNULL,
-    )
-    client = redis.Redis(port=port)
-    for _ in range(100):
-        try:
-            client.ping()
-            return process, client, port
-        except redis.ConnectionError:
-            time.sleep(0.05)
-    raise RuntimeError("redis-server did not start")
-
-
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--runs", type=int, default=10_000)
     args = parser.parse_args()
     count = args.runs
-    redis_process, client, port = start_redis()
+    redis_server = PrivateRedis(tempfile.mkdtemp(prefix="ph-bench-redis-"))
+    redis_server.start()
+    client, port = redis_server.client, redis_server.port
     prefect = PrefectServer(tempfile.mkdtemp(prefix="ph-bench-"))
     try:
         throughput = bench_apply(client, 20_000)
@@ -205,7 +181,7 @@ def main():
         prefect_board = board_from_prefect(prefect, count)
     finally:
         prefect.stop()
-        redis_process.terminate()
+        redis_server.stop()
     write_report(throughput, (redis_board, redis_board_decoded), prefect_board, memory, count)
     print(OUTPUT.read_text())
 

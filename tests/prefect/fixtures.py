@@ -11,32 +11,22 @@ import uuid
 from pathlib import Path
 
 import pytest
-import redis
 from django.db import connection
 
 from pipelinehub.credentials.models import SecretRef
 from pipelinehub.environments.models import Environment, PrefectWorkspace, RedisTarget, Team
+from pipelinehub.state.records import RunRecord
 from pipelinehub.state.store import EnvironmentState
 from pipelinehub.sync.mapping import change_from_flow_run, change_from_task_run
 from pipelinehub.sync.prefect import rest_client
 from pipelinehub.sync.reconcile import PAGE
 
 from ..conftest import delete_prefix, redis_for_tests
-from .server import AUTH_STRING, PrefectServer, free_port
+from ..redis_server import PrivateRedis
+from .server import AUTH_STRING, PrefectServer
 
 BASE_DIR = Path(__file__).resolve().parents[2]
-COMPARED = (
-    "version",
-    "state_type",
-    "state_name",
-    "name",
-    "flow",
-    "deployment",
-    "flow_run_id",
-    "start",
-    "end",
-    "run_count",
-)
+COMPARED = RunRecord.FIELDS
 
 
 @pytest.fixture(scope="session")
@@ -189,47 +179,6 @@ def assert_mirrors_prefect(environment, timeout=45):
         timeout,
         lambda: f"Redis differs from Prefect: {mismatches(environment)[:10]}",
     )
-
-
-class PrivateRedis:
-    """A redis-server of the test's own, on a free port, that a test may stop and start."""
-
-    def __init__(self, workdir):
-        self.workdir = workdir
-        self.port = free_port()
-        self.process = None
-
-    def start(self):
-        self.process = subprocess.Popen(
-            [
-                "redis-server",
-                "--port",
-                str(self.port),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-                "--dir",
-                str(self.workdir),
-            ],
-            stdout=subprocess.DEVNULL,
-        )
-        client = redis.Redis(port=self.port)
-        wait_until(lambda: _answers(client), 10, lambda: "private redis-server did not start")
-
-    def stop(self):
-        if self.process and self.process.poll() is None:
-            self.process.terminate()
-            self.process.wait(10)
-
-
-def _answers(client):
-    try:
-        return client.ping()
-    except redis.ConnectionError:
-        return False
 
 
 @pytest.fixture
