@@ -11,6 +11,7 @@ from pipelinehub.state.records import RunChange
 from pipelinehub.state.store import EnvironmentState
 from pipelinehub.sync.models import ReconcileReport
 from pipelinehub.sync.reconcile import reconcile
+from pipelinehub.sync.tasks import reconcile_environment
 
 from .conftest import delete_prefix, redis_for_tests
 from .prefect.fixtures import assert_mirrors_prefect, mismatches
@@ -110,6 +111,18 @@ def test_reconcile_repairs_stale_and_removes_what_prefect_does_not_have(
     assert (report.stale, report.orphaned) == (1, 1)
     assert state.flow_run(ghost) is None
     assert_mirrors_prefect(prefect_environment, timeout=0)
+
+
+def test_the_beat_task_reconciles_enabled_environments_only(prefect_server, prefect_environment):
+    prefect_server.run_flows("ok")
+    reconcile_environment.apply(args=[prefect_environment.pk]).get()
+    report = ReconcileReport.objects.get(environment=prefect_environment)
+    assert (report.trigger, report.error) == ("beat", "") and report.checked > 0
+
+    prefect_environment.enabled = False
+    prefect_environment.save()
+    reconcile_environment.apply(args=[prefect_environment.pk]).get()
+    assert ReconcileReport.objects.filter(environment=prefect_environment).count() == 1
 
 
 def test_one_reconcile_at_a_time(prefect_environment):

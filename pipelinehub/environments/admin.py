@@ -18,8 +18,17 @@ class RedisTargetForm(forms.ModelForm):
 
     class Meta:
         model = RedisTarget
-        fields = ["name", "host", "port", "db", "tls", "tls_ca_path", "tls_verify", "username",
-                  "replicas"]
+        fields = [
+            "name",
+            "host",
+            "port",
+            "db",
+            "tls",
+            "tls_ca_path",
+            "tls_verify",
+            "username",
+            "replicas",
+        ]
 
 
 class PrefectWorkspaceForm(forms.ModelForm):
@@ -95,13 +104,24 @@ class EnvironmentAdmin(admin.ModelAdmin):
             try:
                 notes = ensure_acl_user(environment)
             except (redis.RedisError, SecretUnavailable) as exc:
-                self.message_user(request, f"{environment}: ACL user not set: {exc}",
-                                  messages.ERROR)
+                self.message_user(
+                    request, f"{environment}: ACL user not set: {exc}", messages.ERROR
+                )
                 continue
-            record("acl_user", environment, request=request,
-                   after={"acl_username": environment.acl_username,
-                          "key_pattern": f"{environment.key_prefix}*"})
-            self.message_user(request, f"{environment}: ACL user {environment.acl_username} "
-                              f"confined to {environment.key_prefix}*", messages.SUCCESS)
+            record(
+                "acl_user",
+                environment,
+                request=request,
+                after={
+                    "acl_username": environment.acl_username,
+                    "key_pattern": f"{environment.key_prefix}*",
+                },
+            )
+            self.message_user(
+                request,
+                f"{environment}: ACL user {environment.acl_username} "
+                f"confined to {environment.key_prefix}*",
+                messages.SUCCESS,
+            )
             for note in notes:
                 self.message_user(request, f"{environment}: {note}", messages.WARNING)

@@ -140,6 +140,13 @@ class RedisTarget(models.Model):
                     raise ValidationError(f"Environment {environment} on this target: {message}")
 
 
+class EnvironmentQuerySet(models.QuerySet):
+    def with_connections(self):
+        """With everything needed to reach its Prefect and its Redis loaded, so that code
+        running in an event loop never queries the database by following a relation."""
+        return self.select_related("team", "workspace__api_key", "redis_target")
+
+
 class Environment(models.Model):
     team = models.ForeignKey(Team, on_delete=models.PROTECT, related_name="environments")
     slug = models.SlugField(max_length=50, help_text="dev, staging, prod, ...")
@@ -166,13 +173,18 @@ class Environment(models.Model):
     )
     enabled = models.BooleanField(default=True)
     acl_username = models.CharField(
-        "Redis ACL user", max_length=100, blank=True, editable=False,
+        "Redis ACL user",
+        max_length=100,
+        blank=True,
+        editable=False,
         help_text="Set by the 'Create or update Redis ACL user' action: a user confined to this "
         "environment's prefix, used for all of its Redis traffic.",
     )
     acl_password = models.ForeignKey(
         SecretRef, null=True, blank=True, editable=False, on_delete=models.PROTECT, related_name="+"
     )
+
+    objects = EnvironmentQuerySet.as_manager()
 
     class Meta:
         ordering = ["team__slug", "slug"]

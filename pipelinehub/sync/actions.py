@@ -14,6 +14,7 @@ from prefect.exceptions import ObjectNotFound
 from prefect.states import Cancelling, Scheduled
 
 from pipelinehub.audit.service import record
+from pipelinehub.environments.models import Environment
 
 from .prefect import rest_client
 
@@ -42,6 +43,7 @@ def _audited(action, environment, flow_run_id, actor, operation):
         run_id = UUID(str(flow_run_id))
     except ValueError:
         return ActionResult(False, f"{flow_run_id!r} is not a flow run id.")
+    environment = Environment.objects.with_connections().get(pk=environment.pk)
     result = async_to_sync(_with_run)(environment, run_id, operation)
     record(
         f"flow_run_{action}",

@@ -227,12 +227,9 @@ def _parse(value):
 
 
 def enabled_workspaces():
-    """{workspace: [environments]} for every enabled environment, with a fingerprint of the
-    configuration so that a changed workspace is restarted."""
+    """{workspace: [environments]} for every enabled environment."""
     groups = {}
-    environments = Environment.objects.filter(enabled=True).select_related(
-        "team", "workspace", "workspace__api_key", "redis_target"
-    )
+    environments = Environment.objects.filter(enabled=True).with_connections()
     for environment in environments:
         groups.setdefault(environment.workspace, []).append(environment)
     return groups

@@ -26,6 +26,7 @@ from prefect.client.schemas.objects import StateType
 from prefect.client.schemas.sorting import FlowRunSort, TaskRunSort
 from prefect.exceptions import ObjectNotFound
 
+from pipelinehub.environments.models import Environment
 from pipelinehub.state.records import to_micros
 from pipelinehub.state.store import EnvironmentState
 
@@ -46,10 +47,13 @@ class ReconcileBusy(Exception):
 
 def reconcile(environment, trigger="command"):
     """Reconcile one environment and store the report (also when it fails)."""
+    environment = Environment.objects.with_connections().get(pk=environment.pk)
     return async_to_sync(reconcile_async)(environment, trigger)
 
 
 async def reconcile_async(environment, trigger="command"):
+    """`reconcile` for code already in an event loop: `environment` must come
+    `with_connections()`."""
     state = await sync_to_async(EnvironmentState.for_environment)(environment)
     report = ReconcileReport(environment=environment, trigger=trigger)
     started = time.monotonic()

@@ -9,10 +9,6 @@ from .reconcile import reconcile
 def reconcile_environment(environment_id):
     """Scheduled per environment by beat (see sync.schedules); a disabled or deleted
     environment is skipped."""
-    environment = (
-        Environment.objects.filter(pk=environment_id, enabled=True)
-        .select_related("team", "workspace", "redis_target")
-        .first()
-    )
+    environment = Environment.objects.filter(pk=environment_id, enabled=True).first()
     if environment is not None:
         reconcile(environment, trigger="beat")

@@ -5,21 +5,33 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('credentials', '0001_initial'),
-        ('environments', '0001_initial'),
+        ("credentials", "0001_initial"),
+        ("environments", "0001_initial"),
     ]
 
     operations = [
         migrations.AddField(
-            model_name='environment',
-            name='acl_password',
-            field=models.ForeignKey(blank=True, editable=False, null=True, on_delete=django.db.models.deletion.PROTECT, related_name='+', to='credentials.secretref'),
+            model_name="environment",
+            name="acl_password",
+            field=models.ForeignKey(
+                blank=True,
+                editable=False,
+                null=True,
+                on_delete=django.db.models.deletion.PROTECT,
+                related_name="+",
+                to="credentials.secretref",
+            ),
         ),
         migrations.AddField(
-            model_name='environment',
-            name='acl_username',
-            field=models.CharField(blank=True, editable=False, help_text="Set by the 'Create or update Redis ACL user' action: a user confined to this environment's prefix, used for all of its Redis traffic.", max_length=100, verbose_name='Redis ACL user'),
+            model_name="environment",
+            name="acl_username",
+            field=models.CharField(
+                blank=True,
+                editable=False,
+                help_text="Set by the 'Create or update Redis ACL user' action: a user confined to this environment's prefix, used for all of its Redis traffic.",
+                max_length=100,
+                verbose_name="Redis ACL user",
+            ),
         ),
     ]

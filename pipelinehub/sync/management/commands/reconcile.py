@@ -11,7 +11,7 @@ class Command(BaseCommand):
         parser.add_argument("environment", nargs="?", help="team/env, e.g. data/prod")
 
     def handle(self, *args, environment=None, **options):
-        environments = Environment.objects.select_related("team", "workspace", "redis_target")
+        environments = Environment.objects.with_connections()
         if environment:
             team, _, slug = environment.partition("/")
             environments = environments.filter(team__slug=team, slug=slug)
