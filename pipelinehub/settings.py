@@ -110,6 +110,7 @@ REDIS_URL = env.str("REDIS_URL", default="redis://127.0.0.1:6379/0")
 REDIS_HEALTH_TIMEOUT = env.float("REDIS_HEALTH_TIMEOUT", default=2.0)
 # Entries kept in each environment's change stream (the live feed and its replay window).
 STATE_STREAM_MAXLEN = env.int("STATE_STREAM_MAXLEN", default=10_000)
+RECONCILE_REPORT_DAYS = env.int("RECONCILE_REPORT_DAYS", default=30)
 
 CACHES = {
     "default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL}

@@ -3,9 +3,11 @@
 import subprocess
 import sys
 import uuid
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
+from django.utils import timezone
 
 from pipelinehub.state.records import RunChange
 from pipelinehub.state.store import EnvironmentState
@@ -125,11 +127,17 @@ def test_the_beat_task_reconciles_enabled_environments_only(prefect_server, pref
     assert ReconcileReport.objects.filter(environment=prefect_environment).count() == 1
 
 
-def test_one_reconcile_at_a_time(prefect_environment):
+def test_one_reconcile_at_a_time_and_old_reports_go(prefect_environment):
+    old = ReconcileReport.objects.create(
+        environment=prefect_environment,
+        trigger="beat",
+        started_at=timezone.now() - timedelta(days=31),
+    )
     state = EnvironmentState.for_environment(prefect_environment)
     with state.client.lock(state.keys.lock("reconcile"), timeout=30):
         report = reconcile(prefect_environment)
     assert "another reconcile" in report.error
+    assert not ReconcileReport.objects.filter(pk=old.pk).exists()
 
 
 def test_unreachable_prefect_is_reported_and_writes_nothing(prefect_environment):

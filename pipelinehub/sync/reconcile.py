@@ -7,9 +7,10 @@ runs that Prefect no longer has. One reconcile per environment at a time (a Redi
 
 import logging
 import time
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from asgiref.sync import async_to_sync, sync_to_async
+from django.conf import settings
 from prefect.client.schemas.filters import (
     FlowFilter,
     FlowFilterId,
@@ -69,7 +70,7 @@ async def reconcile_async(environment, trigger="command"):
         report.error = f"{type(exc).__name__}: {exc}"[:2000]
         log.error("reconcile environment=%s failed: %s", environment, report.error)
     report.duration_ms = int((time.monotonic() - started) * 1000)
-    await sync_to_async(report.save)()
+    await sync_to_async(_save_and_forget_old)(report)
     if not report.error:
         log.info(
             "reconcile environment=%s checked=%d missing=%d stale=%d orphaned=%d ms=%d",
@@ -81,6 +82,13 @@ async def reconcile_async(environment, trigger="command"):
             report.duration_ms,
         )
     return report
+
+
+def _save_and_forget_old(report):
+    """Keep RECONCILE_REPORT_DAYS of reports: a report every 5 minutes adds up."""
+    report.save()
+    cutoff = report.started_at - timedelta(days=settings.RECONCILE_REPORT_DAYS)
+    ReconcileReport.objects.filter(environment=report.environment, started_at__lt=cutoff).delete()
 
 
 async def _reconcile(environment, state, report):
