@@ -16,7 +16,10 @@ from django.urls import URLResolver, get_resolver, reverse
 
 from pipelinehub.accounts.models import Membership
 from pipelinehub.routing import websocket_urlpatterns
+from pipelinehub.state.records import RunChange
+from pipelinehub.state.store import EnvironmentState
 from tests import factories
+from tests.conftest import delete_prefix
 
 ROLES = ["anonymous", "outsider", "viewer", "operator", "admin"]
 SSO_BACKEND = "pipelinehub.accounts.backends.SingleSignOnBackend"
@@ -38,12 +41,22 @@ HTTP_EXPECTATIONS = {
         "own": {"anonymous": 302, "outsider": 404, "viewer": 403, "operator": 403, "admin": 200},
         "other": {"anonymous": 302, "outsider": 404, "viewer": 404, "operator": 404, "admin": 404},
     },
+    # POSTed; operators and admins are sent back home with Prefect's answer as the message.
+    "run_action": {
+        "method": "post",
+        "own": {"anonymous": 302, "outsider": 404, "viewer": 403, "operator": 302, "admin": 302},
+        "other": {"anonymous": 302, "outsider": 404, "viewer": 404, "operator": 404, "admin": 404},
+    },
 }
 
 # Websocket routes, by route name, in the same shape (True: the connection is accepted).
 WEBSOCKET_EXPECTATIONS = {}
 
-URL_KWARGS = {"own": {"team": "alpha", "env": "dev"}, "other": {"team": "beta", "env": "dev"}}
+RUN_ID = "6f3c5a3e-8d0e-4b7e-9f43-2d1c7a9b0e11"
+URL_KWARGS = {
+    "own": {"team": "alpha", "env": "dev", "run_id": RUN_ID, "action": "cancel"},
+    "other": {"team": "beta", "env": "dev", "run_id": RUN_ID, "action": "cancel"},
+}
 
 
 def own_url_patterns():
@@ -65,7 +78,7 @@ def targets(pattern):
     params = set(pattern.pattern.converters)
     if not params:
         return ["any"]
-    assert params <= {"team", "env"}, f"{pattern.name}: no test values for {params}"
+    assert params <= set(URL_KWARGS["own"]), f"{pattern.name}: no test values for {params}"
     return ["own", "other"]
 
 
@@ -78,11 +91,14 @@ HTTP_CASES = [
 
 
 @pytest.fixture
-def client_as(db, client):
+def client_as(db, client, redis_client):
     """A client signed in (through the SSO backend) as one of ROLES in team alpha; team beta
-    exists too, with an environment of the same name."""
-    for slug in ("alpha", "beta"):
-        factories.environment(factories.team(slug), "dev")
+    exists too, with an environment of the same name. Both hold flow run RUN_ID in Redis."""
+    environments = [factories.environment(factories.team(slug), "dev")
+                    for slug in ("alpha", "beta")]
+    for environment in environments:
+        EnvironmentState.for_environment(environment).apply(
+            RunChange("flow", RUN_ID, 1_764_000_000_000_000, "RUNNING", "Running"))
 
     def sign_in(role):
         if role != "anonymous":
@@ -92,7 +108,9 @@ def client_as(db, client):
             client.force_login(user, backend=SSO_BACKEND)
         return client
 
-    return sign_in
+    yield sign_in
+    for environment in environments:
+        delete_prefix(redis_client, environment.key_prefix)
 
 
 def test_every_url_has_expectations():
@@ -109,15 +127,16 @@ def test_http_matrix(client_as, route, pattern, target, role):
     if expected is None:
         pytest.fail(f"no expectation for {route} ({pattern.name}), {target}, {role}")
     kwargs = {name: URL_KWARGS[target][name] for name in pattern.pattern.converters}
-    response = client_as(role).get(reverse(pattern.name, kwargs=kwargs))
+    method = HTTP_EXPECTATIONS[pattern.name].get("method", "get")
+    response = getattr(client_as(role), method)(reverse(pattern.name, kwargs=kwargs))
     assert response.status_code == expected
-    if expected == 302:
+    if role == "anonymous" and expected == 302:
         assert response["Location"].startswith("/accounts/login/")
 
 
 def test_other_teams_environment_is_indistinguishable_from_a_missing_one(client_as):
     client = client_as("admin")
-    other = client.get(reverse("environment_settings", kwargs=URL_KWARGS["other"]))
+    other = client.get(reverse("environment_settings", kwargs={"team": "beta", "env": "dev"}))
     missing = client.get(reverse("environment_settings", kwargs={"team": "nope", "env": "dev"}))
     assert other.status_code == missing.status_code == 404
     assert other.content == missing.content

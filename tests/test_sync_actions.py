@@ -4,12 +4,16 @@ import asyncio
 import uuid
 
 import pytest
+from django.contrib.auth import get_user_model
+from django.urls import reverse
 from prefect.flows import Flow
 from prefect.states import Completed, Running
 
+from pipelinehub.accounts.models import Membership
 from pipelinehub.audit.models import AuditEvent
 from pipelinehub.sync.actions import cancel_flow_run, retry_flow_run
 from pipelinehub.sync.prefect import rest_client
+from pipelinehub.sync.reconcile import reconcile
 
 pytestmark = pytest.mark.prefect
 
@@ -88,3 +92,35 @@ def test_retry_refuses_a_run_without_deployment(prefect_environment):
 def test_unknown_and_malformed_run_ids(prefect_environment):
     assert "has no flow run" in cancel_flow_run(prefect_environment, uuid.uuid4()).message
     assert "not a flow run id" in retry_flow_run(prefect_environment, "nope").message
+
+
+def test_operators_cancel_from_the_dashboard_and_viewers_cannot(prefect_environment, client):
+    run_id = deployment_run(prefect_environment, Running())
+    reconcile(prefect_environment)  # the run is now in the environment's state
+    url = reverse(
+        "run_action",
+        kwargs={
+            "team": prefect_environment.team.slug,
+            "env": "dev",
+            "run_id": run_id,
+            "action": "cancel",
+        },
+    )
+    for role, status in (("viewer", 403), ("operator", 302)):
+        user = get_user_model().objects.create_user(username=role)
+        Membership.objects.create(user=user, team=prefect_environment.team, role=role)
+        client.force_login(user, backend="pipelinehub.accounts.backends.SingleSignOnBackend")
+        response = client.post(url, follow=status == 302)
+        assert (response.redirect_chain[0][1] if status == 302 else response.status_code) == status
+        expected_state = "RUNNING" if role == "viewer" else "CANCELLING"
+        assert state_of(prefect_environment, run_id) == expected_state
+    assert "is being cancelled" in response.content.decode()
+    event = AuditEvent.objects.get(action="flow_run_cancel", object_id=str(run_id))
+    assert event.actor.username == "operator"
+
+
+def test_an_unreachable_prefect_is_a_clear_refusal(prefect_environment):
+    prefect_environment.workspace.api_url = "http://127.0.0.1:9/api"
+    prefect_environment.workspace.save()
+    result = cancel_flow_run(prefect_environment, uuid.uuid4())
+    assert not result.ok and "could not be asked: ConnectError" in result.message

@@ -2,12 +2,18 @@
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
+from django.http import Http404
 from django.shortcuts import redirect, render
+from django.views.decorators.http import require_POST
 
 from pipelinehub.accounts.adapter import no_team_response
 from pipelinehub.accounts.policy import Action, environment_or_404, environments_for, teams_for
+from pipelinehub.state.store import EnvironmentState
+from pipelinehub.sync.actions import cancel_flow_run, retry_flow_run
 
 from .forms import EnvironmentSettingsForm
+
+RUN_ACTIONS = {"retry": retry_flow_run, "cancel": cancel_flow_run}
 
 
 @login_required
@@ -47,3 +53,17 @@ def environment_settings(request, team, env):
     return render(
         request, "dashboard/environment_settings.html", {"environment": environment, "form": form}
     )
+
+
+@login_required
+@require_POST
+def run_action(request, team, env, run_id, action):
+    """Operators retry or cancel a flow run of their environment; Prefect's answer, a refusal
+    included, comes back as the message."""
+    environment = environment_or_404(request.user, Action.OPERATE, team, env)
+    # A run id is only acted on in the environment whose state holds it.
+    if not EnvironmentState.for_environment(environment).records("flow", [str(run_id)]):
+        raise Http404("No such run in this environment.")
+    result = RUN_ACTIONS[action](environment, run_id, actor=request.user)
+    (messages.success if result.ok else messages.error)(request, result.message)
+    return redirect("home")

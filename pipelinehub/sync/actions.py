@@ -7,6 +7,7 @@ the access policy first; the action itself records who did what in the audit log
 from dataclasses import dataclass
 from uuid import UUID
 
+import httpx
 from asgiref.sync import async_to_sync
 from prefect.client.schemas.objects import StateType
 from prefect.client.schemas.responses import SetStateStatus
@@ -57,12 +58,18 @@ def _audited(action, environment, flow_run_id, actor, operation):
 
 
 async def _with_run(environment, run_id, operation):
-    async with rest_client(environment.workspace) as client:
-        try:
-            flow_run = await client.read_flow_run(run_id)
-        except ObjectNotFound:
-            return ActionResult(False, f"Prefect has no flow run {run_id}.")
-        return await operation(client, flow_run)
+    try:
+        async with rest_client(environment.workspace) as client:
+            try:
+                flow_run = await client.read_flow_run(run_id)
+            except ObjectNotFound:
+                return ActionResult(False, f"Prefect has no flow run {run_id}.")
+            return await operation(client, flow_run)
+    except httpx.HTTPError as exc:
+        return ActionResult(
+            False,
+            f"Prefect ({environment.workspace}) could not be asked: {type(exc).__name__}: {exc}",
+        )
 
 
 async def _retry(client, flow_run):
