@@ -17,6 +17,7 @@ from .records import RunRecord, state_type_of
 APPLY_SCRIPT = Path(__file__).with_name("apply.lua").read_text()
 PRUNE_SCRIPT = Path(__file__).with_name("prune.lua").read_text()
 PRUNE_CHUNK = 500
+BATCH = 500
 
 
 @dataclass
@@ -56,13 +57,14 @@ class EnvironmentState:
         return bool(self._run_apply(change, self.client))
 
     def apply_batch(self, changes):
-        """Apply many changes in one round trip; one bool per change, in order."""
-        if not changes:
-            return []
-        with self.client.pipeline(transaction=False) as pipe:
-            for change in changes:
-                self._run_apply(change, pipe)
-            return [bool(result) for result in pipe.execute()]
+        """Apply many changes pipelined, a round trip per BATCH; one bool per change, in order."""
+        results = []
+        for start in range(0, len(changes), BATCH):
+            with self.client.pipeline(transaction=False) as pipe:
+                for change in changes[start : start + BATCH]:
+                    self._run_apply(change, pipe)
+                results += [bool(result) for result in pipe.execute()]
+        return results
 
     def _run_apply(self, change, client):
         ks = self.keys

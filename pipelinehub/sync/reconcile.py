@@ -100,6 +100,8 @@ async def _reconcile(environment, state, report):
         task_runs = await task_runs_of(client, [run.id for run in flow_runs])
         task_changes = [change_from_task_run(run) for run in task_runs if run.flow_run_id]
         await sync_to_async(_repair)(state, flow_changes, task_changes, report)
+        # Expired runs go first, so that they are not taken for orphans and asked about.
+        await sync_to_async(_prune)(state)
         orphans = await _confirmed_orphans(client, state, flow_changes, task_changes)
     await sync_to_async(_remove)(state, orphans, report)
     await sync_to_async(state.set_meta)(last_reconcile=datetime.now(UTC).isoformat())
@@ -147,13 +149,16 @@ def _cached_task_ids(state, flow_run_ids):
         return {member.decode() for members in pipe.execute() for member in members}
 
 
+def _prune(state):
+    expired = state.prune_finished(to_micros(datetime.now(UTC)))
+    if expired:
+        log.info("reconcile prefix=%s expired=%d finished runs", state.keys.prefix, expired)
+
+
 def _remove(state, orphans, report):
     for kind, run_ids in orphans.items():
         state.remove(kind, run_ids)
         report.orphaned += len(run_ids)
-    expired = state.prune_finished(to_micros(datetime.now(UTC)))
-    if expired:
-        log.info("reconcile environment=%s expired=%d finished runs", state.keys.prefix, expired)
 
 
 async def _flow_runs_in_window(client, window_start):
