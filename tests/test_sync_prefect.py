@@ -157,3 +157,43 @@ def test_wrong_key_is_reported_and_writes_nothing(prefect_environment, ingest):
     ingest.wait_for_log("error=")
     assert "401" in ingest.log()
     assert not list(redis_for_tests().scan_iter(match=f"{prefect_environment.key_prefix}run*"))
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_ingest_logs_and_skips_malformed_events(prefect_environment, caplog):
+    from asgiref.sync import sync_to_async
+    from django.db import connections
+    from prefect.events.schemas.events import Event
+
+    from pipelinehub.sync.ingest import WorkspaceIngest, enabled_workspaces
+
+    ((workspace, environments),) = (await sync_to_async(enabled_workspaces)()).items()
+    ingest = await sync_to_async(WorkspaceIngest)(workspace, environments)
+    run_id = str(uuid.uuid4())
+    labels = {
+        "prefect.state-type": "COMPLETED",
+        "prefect.state-name": "Completed",
+        "prefect.state-timestamp": "2026-11-26T08:58:53.614453+00:00",
+    }
+    good = Event(
+        occurred=timezone.now(),
+        event="prefect.flow-run.Completed",
+        resource={"prefect.resource.id": f"prefect.flow-run.{run_id}", **labels},
+    )
+    bad = Event(
+        occurred=timezone.now(),
+        event="prefect.flow-run.Completed",
+        resource={"prefect.resource.id": "prefect.flow-run.", **labels},
+    )
+    heartbeat = Event(
+        occurred=timezone.now(),
+        event="prefect.flow-run.heartbeat",
+        resource={"prefect.resource.id": f"prefect.flow-run.{run_id}"},
+    )
+    with caplog.at_level("INFO", logger="pipelinehub.sync.ingest"):
+        await ingest.apply_events([bad, heartbeat, good], source="live")
+    assert "malformed event skipped" in caplog.text and "prefect.flow-run." in caplog.text
+    assert "events=3 changes=1 applied=1 ignored=1 malformed=1" in caplog.text
+    state = ingest.states[0]
+    assert await sync_to_async(state.flow_run_ids)() == {run_id}
+    await sync_to_async(connections.close_all)()  # the worker thread's, before the test DB goes
