@@ -3,6 +3,7 @@
 import pytest
 import redis
 
+from pipelinehub.audit.models import AuditEvent
 from pipelinehub.state.connections import environment_client, reset_pools
 from pipelinehub.state.records import RunChange
 from pipelinehub.state.store import EnvironmentState
@@ -71,3 +72,42 @@ def test_running_it_again_keeps_the_password_and_reapplies_the_rules(two_environ
     env.refresh_from_db()
     assert (env.acl_password_id, env.acl_password.version) == (secret_id, version)
     assert environment_client(env).ping()
+
+
+def test_admin_action_sets_the_user_and_audits_it(two_environments, admin_client, redis_client):
+    env = two_environments[0]
+    response = admin_client.post(
+        "/admin/environments/environment/",
+        {"action": "create_or_update_acl_user", "_selected_action": [env.pk]},
+        follow=True,
+    )
+    env.refresh_from_db()
+    assert f"ACL user {env.acl_username} confined to {env.key_prefix}*" in response.content.decode()
+    assert redis_client.execute_command("ACL", "GETUSER", env.acl_username) is not None
+    event = AuditEvent.objects.get(action="acl_user", object_id=str(env.pk))
+    assert event.after == {"acl_username": env.acl_username, "key_pattern": f"{env.key_prefix}*"}
+    assert env.acl_password.reveal() not in str(event.after)
+
+
+def test_admin_action_reports_an_unreachable_redis(two_environments, admin_client):
+    env = two_environments[0]
+    target = env.redis_target
+    target.port = 1
+    target.save()
+    response = admin_client.post(
+        "/admin/environments/environment/",
+        {"action": "create_or_update_acl_user", "_selected_action": [env.pk]},
+        follow=True,
+    )
+    assert "ACL user not set" in response.content.decode()
+    env.refresh_from_db()
+    assert env.acl_username == ""
+
+    target.port = 6379  # back up: the next attempt succeeds
+    target.save()
+    admin_client.post(
+        "/admin/environments/environment/",
+        {"action": "create_or_update_acl_user", "_selected_action": [env.pk]},
+    )
+    env.refresh_from_db()
+    assert env.acl_username and environment_client(env).ping()

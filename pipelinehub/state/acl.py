@@ -95,10 +95,12 @@ def ensure_acl_user(environment):
     human-readable notes (e.g. nodes where the ACL could not be persisted).
     """
     if environment.acl_password_id is None:
-        secret = SecretRef.objects.create(
+        # An earlier attempt that failed at Redis left its secret behind: use it.
+        secret, _ = SecretRef.objects.get_or_create(
             name=f"redis-acl/{environment.team.slug}/{environment.slug}"
         )
-        secret.store(secrets.token_urlsafe(32))
+        if not secret.has_value:
+            secret.store(secrets.token_urlsafe(32))
         environment.acl_password = secret
     environment.acl_username = environment.acl_username or default_username(environment)
     rules = acl_rules(environment.key_prefix, environment.acl_password.reveal())
