@@ -145,11 +145,5 @@ class RunRecord:
     def as_dict(self):
         return {"id": self.id, **{name: getattr(self, name) for name in self.FIELDS}}
 
-    def __eq__(self, other):
-        return isinstance(other, RunRecord) and (self.id, self.raw) == (other.id, other.raw)
-
-    def __hash__(self):
-        return hash((self.id, self.raw))
-
     def __repr__(self):
         return f"<RunRecord {self.id} {self.state_type}>"

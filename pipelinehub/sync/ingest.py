@@ -41,6 +41,7 @@ class WorkspaceIngest:
         self.workspace = workspace
         self.environments = environments
         self.states = [EnvironmentState.for_environment(env) for env in environments]
+        self._watermark = None  # read from Redis at each catch-up, then kept here
         self._settling = set()
 
     async def run_forever(self):
@@ -77,9 +78,9 @@ class WorkspaceIngest:
     async def catch_up(self):
         """Apply what happened while we were not listening, up to now; returns where the
         events read began."""
-        watermarks = await sync_to_async(self._watermarks)()
+        watermarks = await sync_to_async(self._stored_watermarks)()
         until = datetime.now(UTC)
-        since = min(watermarks) if watermarks and all(watermarks) else None
+        since = self._watermark = min(watermarks) if all(watermarks) else None
         if since is None or until - since > EVENT_CATCHUP_LIMIT:
             for environment in self.environments:
                 report = await reconcile_async(environment, trigger="ingest")
@@ -171,12 +172,12 @@ class WorkspaceIngest:
 
     def _advance_watermarks(self, moment):
         """Everything that occurred up to `moment` has been applied."""
-        for state in self.states:
-            previous = _parse(state.meta().get("ingest_watermark"))
-            if previous is None or previous < moment:
+        if self._watermark is None or self._watermark < moment:
+            self._watermark = moment
+            for state in self.states:
                 state.set_meta(ingest_watermark=moment.isoformat())
 
-    def _watermarks(self):
+    def _stored_watermarks(self):
         return [_parse(state.meta().get("ingest_watermark")) for state in self.states]
 
     def _settle_later(self, flow_run_id):
