@@ -1,4 +1,4 @@
-# One image for every role: `web` (default), `worker`, `beat`, `ingest`.
+# One image for every role: `web` (default), `worker`, `beat`, `ingest`, `relay`.
 # Not exercised by CI (no Docker engine on the CI machines).
 FROM python:3.11-slim AS build
 RUN apt-get update && apt-get install -y --no-install-recommends gcc && rm -rf /var/lib/apt/lists/*

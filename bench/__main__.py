@@ -1,6 +1,6 @@
 """Benchmarks of the state layer, measured on this machine, written to docs/benchmarks.md.
 
-    make bench        (or: .venv/bin/python -m bench [--runs 10000])
+    make bench        (or: .venv/bin/python -m bench [--runs 10000] [--only reconcile|live])
 
 Everything is compared as a ratio measured in the same run: absolute times on shared machines
 are noisy. It starts its own Redis (the redis-server on PATH) and Prefect server on free
@@ -25,6 +25,8 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "pipelinehub.settings")
 django.setup()
 
 
+from bench import live as live_bench  # noqa: E402
+from bench import reconcile as reconcile_bench  # noqa: E402
 from pipelinehub.state.records import RunChange  # noqa: E402
 from pipelinehub.state.store import EnvironmentState  # noqa: E402
 from tests.prefect.server import AUTH_STRING, PrefectServer, clean_env  # noqa: E402
@@ -166,7 +168,16 @@ def board_from_prefect(server, count):
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--runs", type=int, default=10_000)
+    parser.add_argument("--only", choices=["reconcile", "live"], help="run only this benchmark")
     args = parser.parse_args()
+    if args.only == "reconcile":
+        reconcile_bench.run(OUTPUT)
+        print(OUTPUT.read_text())
+        return
+    if args.only == "live":
+        live_bench.run(OUTPUT)
+        print(OUTPUT.read_text())
+        return
     count = args.runs
     redis_server = PrivateRedis(tempfile.mkdtemp(prefix="ph-bench-redis-"))
     redis_server.start()
@@ -183,6 +194,8 @@ def main():
         prefect.stop()
         redis_server.stop()
     write_report(throughput, (redis_board, redis_board_decoded), prefect_board, memory, count)
+    reconcile_bench.run(OUTPUT)
+    live_bench.run(OUTPUT)
     print(OUTPUT.read_text())
 
 

@@ -1,3 +1,13 @@
-"""Websocket routes. The live board adds its consumer here."""
+"""Websocket routes."""
 
-websocket_urlpatterns = []
+from django.urls import path
+
+from pipelinehub.live.consumer import EnvironmentConsumer
+
+websocket_urlpatterns = [
+    path(
+        "ws/environments/<slug:team>/<slug:env>/",
+        EnvironmentConsumer.as_asgi(),
+        name="live_environment",
+    ),
+]

@@ -5,6 +5,7 @@ Two modes: development (the default, `DEBUG` on, SQLite and a local Redis) and p
 secret must come from the environment.
 """
 
+import ssl
 from datetime import timedelta
 from pathlib import Path
 
@@ -39,6 +40,20 @@ SECRET_ENCRYPTION_KEYS = env.list("PIPELINEHUB_SECRET_KEYS", default=[])
 if PRODUCTION and not SECRET_ENCRYPTION_KEYS:
     raise ImproperlyConfigured("PIPELINEHUB_SECRET_KEYS must be set in production.")
 
+# Secret backends (README, "Secret backends"): the one new secrets go to, and what each external
+# one needs. AWS takes its region and credentials from the usual AWS chain.
+SECRET_DEFAULT_BACKEND = env.str("PIPELINEHUB_SECRET_BACKEND", default="database")
+SECRET_NAME_PREFIX = env.str("PIPELINEHUB_SECRET_NAME_PREFIX", default="pipelinehub/")
+SECRET_FILES_DIR = env.str("PIPELINEHUB_SECRET_FILES_DIR", default="")
+SECRET_ENV_PREFIX = env.str("PIPELINEHUB_SECRET_ENV_PREFIX", default="PH_SECRET_")
+AWS_SECRETS_ENDPOINT_URL = env.str("AWS_SECRETS_ENDPOINT_URL", default="")
+VAULT_ADDR = env.str("VAULT_ADDR", default="")
+VAULT_TOKEN = env.str("VAULT_TOKEN", default="")
+VAULT_ROLE_ID = env.str("VAULT_ROLE_ID", default="")
+VAULT_SECRET_ID = env.str("VAULT_SECRET_ID", default="")
+VAULT_KV_MOUNT = env.str("VAULT_KV_MOUNT", default="secret")
+VAULT_CACERT = env.str("VAULT_CACERT", default="")
+
 INSTALLED_APPS = [
     "daphne",
     "pipelinehub.audit.apps.AuditedAdminConfig",
@@ -63,6 +78,7 @@ INSTALLED_APPS = [
     "pipelinehub.environments",
     "pipelinehub.state",
     "pipelinehub.sync",
+    "pipelinehub.live",
 ]
 
 MIDDLEWARE = [
@@ -76,6 +92,8 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "allauth.account.middleware.AccountMiddleware",
+    # allauth's account-management pages (connected accounts, sign-up form) answer 404.
+    "pipelinehub.accounts.middleware.HideAccountManagementMiddleware",
     "csp.middleware.CSPMiddleware",
     # Last, as django-axes asks: turns a locked-out login attempt into its lockout response.
     "axes.middleware.AxesMiddleware",
@@ -102,15 +120,24 @@ TEMPLATES = [
 
 DATABASES = {"default": env.db("DATABASE_URL", default=f"sqlite:///{BASE_DIR / 'db.sqlite3'}")}
 DATABASES["default"]["CONN_MAX_AGE"] = env.int("DATABASE_CONN_MAX_AGE", default=0)
+# A connection kept open (CONN_MAX_AGE > 0: beat, ingest) dies with a PostgreSQL restart; checked
+# before reuse, it is replaced instead of failing the first query after the restart.
+DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # The hub's own Redis: channel layer, Celery broker, cache. Run state lives in the Redis
 # targets configured per environment, not here.
 REDIS_URL = env.str("REDIS_URL", default="redis://127.0.0.1:6379/0")
 REDIS_HEALTH_TIMEOUT = env.float("REDIS_HEALTH_TIMEOUT", default=2.0)
+# Callers sending `Authorization: Bearer <HEALTHZ_TOKEN>` (and staff) see why a /healthz check
+# failed; others see only which. Empty: no token is accepted.
+HEALTHZ_TOKEN = env.str("HEALTHZ_TOKEN", default="")
 # Entries kept in each environment's change stream (the live feed and its replay window).
 STATE_STREAM_MAXLEN = env.int("STATE_STREAM_MAXLEN", default=10_000)
 RECONCILE_REPORT_DAYS = env.int("RECONCILE_REPORT_DAYS", default=30)
+# How often ingest and the live relay read the configuration (environments added, changed or
+# disabled).
+CONFIG_POLL_SECONDS = env.float("CONFIG_POLL_SECONDS", default=30.0)
 
 CACHES = {
     "default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL}
@@ -122,12 +149,26 @@ CHANNEL_LAYERS = {
     }
 }
 
-CELERY_BROKER_URL = env.str("CELERY_BROKER_URL", default=REDIS_URL)
+# Empty (as .env.example has it) means REDIS_URL too, not Celery's default of a local AMQP broker.
+CELERY_BROKER_URL = env.str("CELERY_BROKER_URL", default="") or REDIS_URL
+# rediss://: redis-py (the cache, the channel layer, /healthz) verifies the server's certificate
+# and host name unless the URL's ssl_cert_reqs says otherwise; kombu, given no ssl_* parameter in
+# the URL, connects with CERT_NONE and only logs a warning. This makes the broker verify as they
+# do. Any ssl_* parameter in the URL replaces this whole dict, and `?ssl_ca_certs=...` alone still
+# verifies (redis-py's default).
+if CELERY_BROKER_URL.startswith("rediss://"):
+    CELERY_BROKER_USE_SSL = {"ssl_cert_reqs": ssl.CERT_REQUIRED}
 CELERY_RESULT_BACKEND = None
 CELERY_TASK_IGNORE_RESULT = True
 CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
 CELERY_TIMEZONE = "UTC"
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+# Ride out a Redis restart or outage of any length: Celery's default gives up after 100 retries
+# (about 47 minutes) and the worker exits.
+CELERY_BROKER_CONNECTION_MAX_RETRIES = None
+# On a lost broker connection, cancel running acks_late tasks (they are redelivered) rather than
+# run them twice; the coming default, set to silence the warning logged at every reconnect.
+CELERY_WORKER_CANCEL_LONG_RUNNING_TASKS_ON_CONNECTION_LOSS = True
 
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
@@ -149,6 +190,13 @@ AUTHENTICATION_BACKENDS = [
 SOCIALACCOUNT_ONLY = True
 ACCOUNT_EMAIL_VERIFICATION = "none"
 SOCIALACCOUNT_ADAPTER = "pipelinehub.accounts.adapter.SocialAccountAdapter"
+# SSO users are their IdP subject alone (pipelinehub/accounts/identity.py): made at the first
+# login without a form, never found or connected through an e-mail address, which therefore
+# need not be unique either (a local account may share one with an Okta user).
+SOCIALACCOUNT_AUTO_SIGNUP = True
+SOCIALACCOUNT_EMAIL_AUTHENTICATION = False
+SOCIALACCOUNT_EMAIL_AUTHENTICATION_AUTO_CONNECT = False
+ACCOUNT_UNIQUE_EMAIL = False
 OKTA_SERVER_URL = env.str("OKTA_SERVER_URL", default="").rstrip("/")
 SOCIALACCOUNT_PROVIDERS = okta_providers(
     OKTA_SERVER_URL,
@@ -177,7 +225,16 @@ STORAGES = {
     },
 }
 
-SESSION_COOKIE_AGE = int(timedelta(hours=env.int("SESSION_HOURS", default=8)).total_seconds())
+# Hours, decimals allowed (0.5 is half an hour), up to a year.
+try:
+    SESSION_COOKIE_AGE = int(timedelta(hours=env.float("SESSION_HOURS", default=8)).total_seconds())
+except (ValueError, OverflowError):  # not a number, NaN, infinite
+    SESSION_COOKIE_AGE = 0
+if not 0 < SESSION_COOKIE_AGE <= 366 * 24 * 3600:
+    raise ImproperlyConfigured(
+        f"SESSION_HOURS={env.str('SESSION_HOURS')!r}: give the session lifetime in hours, above 0 "
+        "and at most 8784 (a year), e.g. 8 or 0.5."
+    )
 SESSION_COOKIE_HTTPONLY = True
 CSRF_COOKIE_HTTPONLY = True
 X_FRAME_OPTIONS = "DENY"
@@ -200,12 +257,14 @@ CONTENT_SECURITY_POLICY = {
 }
 
 # django-axes: rate-limits password logins (only the break-glass admin login has them) per
-# client address. Behind N proxies set AXES_PROXY_COUNT=N so the address comes from
-# X-Forwarded-For; with 0 it is the TCP peer, which a client cannot forge.
+# username and, separately, per client address. Behind N proxies set AXES_PROXY_COUNT=N so the
+# address comes from X-Forwarded-For; with 0 it is the TCP peer, which a client cannot forge.
+# No reset on success: axes would reset at every login, SSO ones included, by client address;
+# a break-glass login resets its own username's failures instead (accounts/signals.py).
 AXES_FAILURE_LIMIT = env.int("AXES_FAILURE_LIMIT", default=5)
 AXES_COOLOFF_TIME = timedelta(minutes=env.int("AXES_COOLOFF_MINUTES", default=15))
-AXES_LOCKOUT_PARAMETERS = ["ip_address"]
-AXES_RESET_ON_SUCCESS = True
+AXES_LOCKOUT_PARAMETERS = ["username", "ip_address"]
+AXES_RESET_ON_SUCCESS = False
 AXES_IPWARE_PROXY_COUNT = env.int("AXES_PROXY_COUNT", default=0)
 AXES_IPWARE_META_PRECEDENCE_ORDER = (
     ["HTTP_X_FORWARDED_FOR", "REMOTE_ADDR"] if AXES_IPWARE_PROXY_COUNT else ["REMOTE_ADDR"]

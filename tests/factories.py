@@ -12,8 +12,11 @@ def team(slug=None):
     return Team.objects.get_or_create(slug=slug, defaults={"name": slug.title()})[0]
 
 
-def workspace(api_url="http://127.0.0.1:4200/api", name=None):
-    return PrefectWorkspace.objects.create(name=name or f"ws{next(_seq)}", api_url=api_url)
+def workspace(api_url=None, name=None):
+    """A workspace of its own (its own URL): teams sharing one must choose work pools."""
+    number = next(_seq)
+    api_url = api_url or f"http://prefect-{number}.test:4200/api"
+    return PrefectWorkspace.objects.create(name=name or f"ws{number}", api_url=api_url)
 
 
 def redis_target(host="127.0.0.1", port=6379, db=0, **fields):

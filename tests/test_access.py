@@ -41,6 +41,14 @@ HTTP_EXPECTATIONS = {
         "own": {"anonymous": 302, "outsider": 404, "viewer": 403, "operator": 403, "admin": 200},
         "other": {"anonymous": 302, "outsider": 404, "viewer": 404, "operator": 404, "admin": 404},
     },
+    "board": {
+        "own": {"anonymous": 302, "outsider": 404, "viewer": 200, "operator": 200, "admin": 200},
+        "other": {"anonymous": 302, "outsider": 404, "viewer": 404, "operator": 404, "admin": 404},
+    },
+    "run": {
+        "own": {"anonymous": 302, "outsider": 404, "viewer": 200, "operator": 200, "admin": 200},
+        "other": {"anonymous": 302, "outsider": 404, "viewer": 404, "operator": 404, "admin": 404},
+    },
     # POSTed; operators and admins are sent back home with Prefect's answer as the message.
     "run_action": {
         "method": "post",
@@ -49,8 +57,15 @@ HTTP_EXPECTATIONS = {
     },
 }
 
-# Websocket routes, by route name, in the same shape (True: the connection is accepted).
-WEBSOCKET_EXPECTATIONS = {}
+# Websocket routes, by route name, in the same shape: "open" (a snapshot comes), or the close
+# code the server answers with (4403: not allowed, 4404: no such environment).
+WEBSOCKET_EXPECTATIONS = {
+    "live_environment": {
+        "own": {"anonymous": 4403, "outsider": 4403, "viewer": "open", "operator": "open",
+                "admin": "open"},
+        "other": dict.fromkeys(ROLES, 4403),
+    },
+}
 
 RUN_ID = "6f3c5a3e-8d0e-4b7e-9f43-2d1c7a9b0e11"
 URL_KWARGS = {
@@ -162,7 +177,6 @@ WEBSOCKET_CASES = [
 @pytest.mark.django_db(transaction=True)
 @pytest.mark.parametrize(("route", "target", "role"), WEBSOCKET_CASES)
 async def test_websocket_matrix(client_as, route, target, role):
-    """Empty until the live board adds its consumer; each route then gets these cases."""
     from pipelinehub.asgi import application
 
     expected = WEBSOCKET_EXPECTATIONS.get(route.name, {}).get(target, {}).get(role)
@@ -176,9 +190,13 @@ async def test_websocket_matrix(client_as, route, target, role):
     kwargs = URL_KWARGS.get(target, {})
     path = "/" + re.sub(r"<(?:\w+:)?(\w+)>", lambda match: kwargs[match[1]], str(route.pattern))
     communicator = WebsocketCommunicator(application, path, headers=headers)
-    connected, _ = await communicator.connect()
+    await communicator.connect()
+    first = await communicator.receive_output(timeout=5)
     await communicator.disconnect()
-    assert connected is expected
+    if expected == "open":
+        assert first["type"] == "websocket.send" and '"snapshot"' in first["text"]
+    else:
+        assert first == {"type": "websocket.close", "code": expected}
 
 
 def test_admin_site_is_for_staff_only(client_as):

@@ -2,10 +2,12 @@
 
 import pytest
 from django.contrib.auth import get_user_model
+from django.contrib.auth.models import Group
 from django.core.exceptions import ValidationError
+from django.urls import reverse
 
-from pipelinehub.accounts import memberships
-from pipelinehub.accounts.models import Membership, RoleMapping
+from pipelinehub.accounts import memberships, platform, sso
+from pipelinehub.accounts.models import Membership, PlatformMapping, RoleMapping
 from pipelinehub.accounts.policy import Action, can, environments_for, teams_for
 from pipelinehub.audit.models import AuditEvent
 from tests import factories
@@ -67,6 +69,11 @@ def test_highest_role_wins_and_unknown_teams_are_ignored():
         ({"id_token": {}, "userinfo": {"groups": ["c"]}}, ["c"]),
         ({"id_token": {"groups": "solo"}}, ["solo"]),
         ({"id_token": {}, "userinfo": {}}, []),
+        # Not a list of names: no group (the ID token's claim still wins over userinfo's).
+        ({"id_token": {"groups": 42}, "userinfo": {"groups": ["c"]}}, []),
+        ({"id_token": {"groups": True}}, []),
+        ({"userinfo": {"groups": {"pipelinehub-alpha-admin": 1}}}, []),
+        ({"id_token": {"groups": ["a", 7, None]}}, ["a"]),
     ],
 )
 def test_groups_come_from_the_id_token_first_then_userinfo(extra_data, groups):
@@ -131,3 +138,110 @@ def test_policy_for_outsiders_staff_inactive_and_superusers():
     for nobody in (user("outsider"), user("staff", is_staff=True), inactive):
         assert not any(can(nobody, action, environment) for action in Action)
     assert all(can(superuser, action, environment) for action in Action)
+
+
+def test_a_refusal_shows_its_reason_on_the_sites_own_page(client):
+    environment = factories.environment(factories.team("alpha"), "dev")
+    viewer = user("viewer")
+    Membership.objects.create(user=viewer, team=environment.team, role="viewer")
+    client.force_login(viewer, backend="pipelinehub.accounts.backends.SingleSignOnBackend")
+
+    response = client.get(reverse("environment_settings", kwargs={"team": "alpha", "env": "dev"}))
+
+    assert response.status_code == 403
+    assert "Your role does not allow &#x27;administer&#x27; on alpha/dev" in response.text
+    assert "dashboard/dashboard.css" in response.text
+
+
+@pytest.mark.parametrize(
+    ("fields", "error_field"),
+    [
+        ({"group": "platform-(", "is_pattern": True, "access": "superuser"}, "group"),
+        ({"group": "platform-viewers", "access": "staff"}, "permission_group"),
+        ({"group": "platform-root", "access": "superuser", "with_group": True}, "permission_group"),
+    ],
+)
+def test_invalid_platform_mappings_are_refused_with_the_field_named(fields, error_field):
+    if fields.pop("with_group", False):
+        fields["permission_group"] = Group.objects.get(name="platform-admin")
+    with pytest.raises(ValidationError) as caught:
+        PlatformMapping(**fields).full_clean()
+    assert error_field in caught.value.message_dict
+
+
+def test_platform_mappings_resolve_groups():
+    viewer, admin = (Group.objects.get(name=f"platform-{n}") for n in ("viewer", "admin"))
+    PlatformMapping.objects.create(group="platform-viewers", permission_group=viewer)
+    PlatformMapping.objects.create(
+        group=r"platform-admins-\w+", is_pattern=True, permission_group=admin
+    )
+    PlatformMapping.objects.create(group="platform-root", access="superuser")
+
+    assert platform.resolve(["everyone"]) == (platform.Access(False, False, frozenset()), [])
+    assert platform.resolve(["platform-viewers", "platform-admins-eu", "xplatform-root"]) == (
+        platform.Access(True, False, frozenset({viewer, admin})),
+        ["platform-admins-eu", "platform-viewers"],
+    )
+    assert platform.resolve(["platform-root"])[0] == platform.Access(True, True, frozenset())
+
+
+def test_the_platform_permission_groups_cover_the_hubs_models():
+    viewer = set(
+        Group.objects.get(name="platform-viewer").permissions.values_list("codename", flat=True)
+    )
+    admin = set(
+        Group.objects.get(name="platform-admin").permissions.values_list("codename", flat=True)
+    )
+
+    assert all(codename.startswith("view_") for codename in viewer)
+    assert {
+        "view_environment",
+        "view_redistarget",
+        "view_prefectworkspace",
+        "view_rolemapping",
+        "view_platformmapping",
+        "view_reconcilereport",
+        "view_auditevent",
+        "view_periodictask",
+    } <= viewer
+    assert {
+        "add_environment",
+        "change_redistarget",
+        "delete_prefectworkspace",
+        "change_rolemapping",
+        "delete_membership",
+        "change_periodictask",
+    } <= admin
+    assert viewer <= admin
+    # Whoever could edit platform mappings could make themselves a superuser; the audit log and
+    # users, groups and lockouts stay out of reach.
+    assert (
+        not {
+            "add_platformmapping",
+            "change_platformmapping",
+            "change_auditevent",
+            "delete_auditevent",
+            "change_user",
+            "change_group",
+            "delete_accessattempt",
+        }
+        & admin
+    )
+
+
+def test_audit_rows_name_only_the_groups_that_map():
+    """People are in thousands of groups; a login's audit rows stay small all the same."""
+    factories.team("alpha")
+    RoleMapping.objects.create(group=PATTERN, is_pattern=True)
+    PlatformMapping.objects.create(
+        group="platform-viewers", permission_group=Group.objects.get(name="platform-viewer")
+    )
+    groups = [f"everyone-in-region-{n:04}" for n in range(2000)]
+
+    sso.sync_access(user("alice"), [*groups, "pipelinehub-alpha-viewer", "platform-viewers"])
+
+    messages = dict(AuditEvent.objects.values_list("action", "message"))
+    assert set(messages) == {"membership.add", "user.grant_platform_access"}
+    assert messages["membership.add"].endswith(": pipelinehub-alpha-viewer")
+    assert messages["user.grant_platform_access"].endswith(": platform-viewers")
+    assert all(len(message) < 200 for message in messages.values())

@@ -11,8 +11,8 @@ from pipelinehub.state.store import EnvironmentState
 
 from .conftest import delete_prefix, redis_for_tests
 
-FLOW_IDS = [f"f{i}" for i in range(3)]
-TASK_IDS = [f"t{i}" for i in range(4)]
+FLOW_IDS = [str(uuid.UUID(int=i)) for i in range(3)]
+TASK_IDS = [str(uuid.UUID(int=10 + i)) for i in range(4)]
 T0 = 1_764_000_000_000_000
 
 changes = st.builds(

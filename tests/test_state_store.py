@@ -1,5 +1,7 @@
 """The one write path and the reads, against the real Redis."""
 
+import uuid
+
 import pytest
 
 from pipelinehub.state.records import RunChange
@@ -76,9 +78,9 @@ def test_a_retried_run_is_no_longer_finished_and_stays(state):
 def test_pruning_walks_past_long_running_runs(state, monkeypatch):
     monkeypatch.setattr("pipelinehub.state.store.PRUNE_CHUNK", 2)  # several chunks of them
     for i in range(5):
-        state.apply(flow("RUNNING", T0 + i, run_id=f"running-{i}"))
+        state.apply(flow("RUNNING", T0 + i, run_id=str(uuid.UUID(int=i))))
     for i in range(3):
-        state.apply(flow("COMPLETED", T0 + 10 + i, run_id=f"done-{i}"))
+        state.apply(flow("COMPLETED", T0 + 10 + i, run_id=str(uuid.UUID(int=10 + i))))
     assert state.prune_finished(T0 + 10 * 3600 * 1_000_000) == 3
     assert len(state.board().runs) == 5
 
@@ -105,10 +107,10 @@ def test_board_is_newest_first_with_counts(state):
 
 def test_every_write_and_only_writes_reach_the_change_stream(state):
     state.apply(flow("RUNNING", T0))
-    first = state.changes_since()[-1].stream_id
+    first = state.changes_since().cursor
     state.apply(flow("RUNNING", T0))  # no-op
     state.apply(task("RUNNING", T0 + 1))
-    entries = state.changes_since(first)
+    entries = state.changes_since(first).entries
     assert [(e.kind, e.run.id, e.run.state_type) for e in entries] == [("task", TASK, "RUNNING")]
 
 
@@ -133,7 +135,7 @@ def test_remove_forgets_a_run_and_says_so_in_the_stream(state, redis_client):
     assert state.flow_run(FLOW) is None
     assert state.flow_run_ids() == set()
     assert not redis_client.exists(state.keys.tasks_of(FLOW))
-    assert [e.run for e in state.changes_since()[-2:]] == [None, None]
+    assert [e.run for e in state.changes_since().entries[-2:]] == [None, None]
 
 
 @pytest.mark.parametrize(

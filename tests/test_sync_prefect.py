@@ -13,7 +13,7 @@ from pipelinehub.state.records import RunChange
 from pipelinehub.state.store import EnvironmentState
 from pipelinehub.sync.models import ReconcileReport
 from pipelinehub.sync.reconcile import reconcile
-from pipelinehub.sync.tasks import reconcile_environment
+from pipelinehub.sync.tasks import reconcile_environment, sweep_environment
 
 from .conftest import delete_prefix, redis_for_tests
 from .prefect.fixtures import assert_mirrors_prefect, mismatches
@@ -106,28 +106,35 @@ def test_reconcile_repairs_stale_and_removes_what_prefect_does_not_have(
     ghost = str(uuid.uuid4())
     state.apply(RunChange("flow", ghost, real.version, "RUNNING", "Running"))
     redis_for_tests().hset(
-        state.keys.flow_runs, real.id, RunChange("flow", real.id, 1, "PENDING", "Pending").encode()
+        state.keys.flow_runs,
+        real.id,
+        RunChange("flow", real.id, real.version - 60_000_000, "PENDING", "Pending").encode(),
     )
 
-    report = reconcile(prefect_environment)
+    report = reconcile(prefect_environment, mode="full")
     assert (report.stale, report.orphaned) == (1, 1)
     assert state.flow_run(ghost) is None
     assert_mirrors_prefect(prefect_environment, timeout=0)
 
 
-def test_the_beat_task_reconciles_enabled_environments_only(prefect_server, prefect_environment):
+def test_the_beat_tasks_reconcile_enabled_environments_only(prefect_server, prefect_environment):
     prefect_server.run_flows("ok")
     reconcile_environment.apply(args=[prefect_environment.pk]).get()
     report = ReconcileReport.objects.get(environment=prefect_environment)
     assert (report.trigger, report.error) == ("beat", "") and report.checked > 0
+    sweep_environment.apply(args=[prefect_environment.pk]).get()
+    sweep = ReconcileReport.objects.latest()
+    assert (sweep.trigger, sweep.mode, sweep.error) == ("beat", "sweep", "")
 
     prefect_environment.enabled = False
     prefect_environment.save()
     reconcile_environment.apply(args=[prefect_environment.pk]).get()
-    assert ReconcileReport.objects.filter(environment=prefect_environment).count() == 1
+    sweep_environment.apply(args=[prefect_environment.pk]).get()
+    assert ReconcileReport.objects.filter(environment=prefect_environment).count() == 2
 
 
-def test_one_reconcile_at_a_time_and_old_reports_go(prefect_environment):
+def test_one_reconcile_at_a_time_and_old_reports_go(prefect_environment, monkeypatch):
+    monkeypatch.setattr("pipelinehub.sync.reconcile.LOCK_WAIT_SECONDS", 0.5)
     old = ReconcileReport.objects.create(
         environment=prefect_environment,
         trigger="beat",
@@ -165,10 +172,12 @@ async def test_ingest_logs_and_skips_malformed_events(prefect_environment, caplo
     from django.db import connections
     from prefect.events.schemas.events import Event
 
-    from pipelinehub.sync.ingest import WorkspaceIngest, enabled_workspaces
+    from pipelinehub.state.store import AsyncEnvironmentState
+    from pipelinehub.sync.ingest import EnvironmentIngest, enabled_environments
 
-    ((workspace, environments),) = (await sync_to_async(enabled_workspaces)()).items()
-    ingest = await sync_to_async(WorkspaceIngest)(workspace, environments)
+    ((_, environment),) = (await sync_to_async(enabled_environments)()).values()
+    ingest = EnvironmentIngest(environment)
+    state = AsyncEnvironmentState.for_environment(environment)
     run_id = str(uuid.uuid4())
     labels = {
         "prefect.state-type": "COMPLETED",
@@ -191,9 +200,9 @@ async def test_ingest_logs_and_skips_malformed_events(prefect_environment, caplo
         resource={"prefect.resource.id": f"prefect.flow-run.{run_id}"},
     )
     with caplog.at_level("INFO", logger="pipelinehub.sync.ingest"):
-        await ingest.apply_events([bad, heartbeat, good], source="live")
+        await ingest.apply_events([bad, heartbeat, good], state, source="live")
     assert "malformed event skipped" in caplog.text and "prefect.flow-run." in caplog.text
     assert "events=3 changes=1 applied=1 ignored=1 malformed=1" in caplog.text
-    state = ingest.states[0]
-    assert await sync_to_async(state.flow_run_ids)() == {run_id}
+    assert await state.flow_run_ids() == {run_id}
+    await state.aclose()
     await sync_to_async(connections.close_all)()  # the worker thread's, before the test DB goes

@@ -4,6 +4,8 @@ Runs in one transaction: a login either applies the whole new set of memberships
 so a user never ends up with half of an old and half of a new set of roles.
 """
 
+from collections import defaultdict
+
 from django.db import transaction
 
 from pipelinehub.audit.service import record, snapshot
@@ -23,24 +25,39 @@ def groups_from_claims(extra_data):
     for source in ("id_token", "userinfo"):
         groups = (extra_data.get(source) or {}).get(CLAIM)
         if groups is not None:
-            groups = [groups] if isinstance(groups, str) else groups
-            return sorted({group for group in groups if isinstance(group, str)})
+            return _group_names(groups)
     return []
+
+
+def _group_names(claim):
+    """The names in a groups claim: a list of names, or one name. Any other value (a number, a
+    boolean) names no group, so its owner is refused like someone without groups."""
+    if isinstance(claim, str):
+        claim = [claim]
+    if not isinstance(claim, list):
+        return []
+    return sorted({group for group in claim if isinstance(group, str)})
 
 
 def roles_for_groups(groups):
     """`{Team: role}` the groups map to; when several map to one team the highest role wins."""
-    best = {}
+    return _resolve(groups)[0]
+
+
+def _resolve(groups):
+    """`roles_for_groups`, and the sorted groups that gave those roles."""
+    best, sources = {}, defaultdict(set)
     mappings = list(RoleMapping.objects.select_related("team"))
     for group in groups:
         for mapping in mappings:
             if (found := mapping.resolve(group)) is None:
                 continue
             team_slug, role = found
+            sources[team_slug].add(group)
             if team_slug not in best or Role(role).rank > Role(best[team_slug]).rank:
                 best[team_slug] = role
-    teams = Team.objects.filter(slug__in=best)
-    return {team: best[team.slug] for team in teams}
+    roles = {team: best[team.slug] for team in Team.objects.filter(slug__in=best)}
+    return roles, sorted(set().union(*(sources[team.slug] for team in roles)))
 
 
 @transaction.atomic
@@ -49,14 +66,18 @@ def sync(user, groups, *, request=None):
 
     Returns the memberships the user has afterwards.
     """
-    wanted = roles_for_groups(groups)
+    wanted, mapped = _resolve(groups)
     current = {
         membership.team_id: membership
         for membership in Membership.objects.select_for_update()
         .filter(user=user)
         .select_related("team")
     }
-    message = f"Synced at login from SSO groups: {', '.join(groups) or '(none)'}"
+    # Only the groups that give a role: people are in hundreds of groups, which would make every
+    # audit row of their logins as large as the whole list.
+    message = "Synced at login from the SSO groups that map to teams: " + (
+        ", ".join(mapped) or "(none)"
+    )
     result = []
     for team, role in wanted.items():
         membership = current.pop(team.pk, None)
@@ -67,8 +88,15 @@ def sync(user, groups, *, request=None):
             before = snapshot(membership)
             membership.role = role
             membership.save(update_fields=["role", "updated"])
-            _audit("membership.change", membership, user, request, message, before=before,
-                   after=snapshot(membership))
+            _audit(
+                "membership.change",
+                membership,
+                user,
+                request,
+                message,
+                before=before,
+                after=snapshot(membership),
+            )
         result.append(membership)
     for membership in current.values():
         before = snapshot(membership)
@@ -78,5 +106,6 @@ def sync(user, groups, *, request=None):
 
 
 def _audit(action, membership, user, request, message, before=None, after=None):
-    record(action, membership, request=request, actor=user, before=before, after=after,
-           message=message)
+    record(
+        action, membership, request=request, actor=user, before=before, after=after, message=message
+    )

@@ -1,4 +1,6 @@
-"""`record()`: the one way anything writes to the audit log."""
+"""`record()`: the one way anything writes to the audit log, under names of one scheme."""
+
+import re
 
 from django.core import serializers
 from django.db import models
@@ -11,6 +13,24 @@ REDACTED = "[redacted]"
 SECRET_FIELD_NAMES = frozenset(
     {"password", "secret", "key", "token", "token_secret", "ciphertext", "session_data"}
 )
+# Every action name is `<object>.<verb>` ("environment.change", "flow_run.retry"), so that the
+# log can be filtered by object or by verb alike.
+ACTION_NAME = re.compile(r"^[a-z_]+\.[a-z_]+$")
+
+
+def action_name(subject, verb):
+    """`<object>.<verb>`, the object named by a model (instance or class) or a plain name.
+
+    Models are named by `model_name` alone, as the event's object_type already holds the app.
+    """
+    name = subject if isinstance(subject, str) else subject._meta.model_name
+    return _checked(f"{name}.{verb}")
+
+
+def _checked(action):
+    if not ACTION_NAME.match(action):
+        raise ValueError(f"Audit action {action!r} is not named <object>.<verb>.")
+    return action
 
 
 def snapshot(instance):
@@ -38,7 +58,11 @@ def record(
     after=None,
     message="",
 ):
-    """Write one audit event. `request` supplies the actor and the request id when given."""
+    """Write one audit event. `request` supplies the actor and the request id when given.
+
+    An action named outside the `<object>.<verb>` scheme is refused, so no caller drifts from it.
+    """
+    _checked(action)
     if request is not None and actor is None:
         user = getattr(request, "user", None)
         actor = user if user is not None and user.is_authenticated else None

@@ -3,11 +3,12 @@
 Recording hooks into the ModelAdmin logging methods that Django's admin already calls for each
 change, and `AuditedAdminSite.register` mixes them into every admin class, including those that
 libraries (auth, allauth, django-celery-beat) register. So no admin change goes unrecorded.
+Events are named after the model: "environment.change", "periodictask.add", "user.delete".
 """
 
 from django.contrib import admin
 
-from .service import record, snapshot
+from .service import action_name, record, snapshot
 
 
 class AuditMixin:
@@ -20,20 +21,27 @@ class AuditMixin:
 
     def log_addition(self, request, obj, message):
         entry = super().log_addition(request, obj, message)
-        record("add", obj, request=request, after=snapshot(obj), message=_text(entry))
+        record(
+            action_name(obj, "add"), obj, request=request, after=snapshot(obj), message=_text(entry)
+        )
         return entry
 
     def log_change(self, request, obj, message):
         entry = super().log_change(request, obj, message)
         before = getattr(request, "_audit_before", None)
         record(
-            "change", obj, request=request, before=before, after=snapshot(obj), message=_text(entry)
+            action_name(obj, "change"),
+            obj,
+            request=request,
+            before=before,
+            after=snapshot(obj),
+            message=_text(entry),
         )
         return entry
 
     def log_deletions(self, request, queryset):
         for obj in queryset:
-            record("delete", obj, request=request, before=snapshot(obj))
+            record(action_name(obj, "delete"), obj, request=request, before=snapshot(obj))
         return super().log_deletions(request, queryset)
 
 
@@ -56,3 +64,8 @@ class AuditedAdminSite(admin.AdminSite):
                 {"__module__": admin_class.__module__},
             )
         return super().register(model_or_iterable, admin_class, **options)
+
+    def get_app_list(self, request, app_label=None):
+        from pipelinehub.accounts.admin_order import ordered  # what platform engineers use first
+
+        return ordered(super().get_app_list(request, app_label))

@@ -7,7 +7,7 @@ infrastructure and secrets, so they stay with platform engineers in the admin si
 
 from django import forms
 
-from pipelinehub.audit.service import record, snapshot
+from pipelinehub.audit.service import action_name, record, snapshot
 from pipelinehub.environments.models import Environment
 
 
@@ -21,7 +21,7 @@ class EnvironmentSettingsForm(forms.ModelForm):
         before = snapshot(Environment.objects.get(pk=self.instance.pk))
         environment = self.save()
         record(
-            "change",
+            action_name(environment, "change"),
             environment,
             request=request,
             before=before,

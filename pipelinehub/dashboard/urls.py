@@ -1,6 +1,6 @@
 from django.urls import path, register_converter
 
-from . import views
+from . import board, views
 
 
 class RunActionConverter:
@@ -22,6 +22,8 @@ urlpatterns = [
         views.environment_settings,
         name="environment_settings",
     ),
+    path("environments/<slug:team>/<slug:env>/", board.board, name="board"),
+    path("environments/<slug:team>/<slug:env>/runs/<uuid:run_id>/", board.run, name="run"),
     path(
         "environments/<slug:team>/<slug:env>/runs/<uuid:run_id>/<run_action:action>/",
         views.run_action,

@@ -4,16 +4,19 @@ where its Prefect runs come from and its Redis state goes.
 Model code validates and describes; it never talks to Redis or Prefect.
 """
 
+import hashlib
 from datetime import timedelta
 from urllib.parse import urlsplit
 
-from django.core.exceptions import ValidationError
+from django.core.exceptions import NON_FIELD_ERRORS, ValidationError
 from django.core.validators import MaxValueValidator, MinValueValidator
-from django.db import models
+from django.db import connection, models, transaction
 
 from pipelinehub.credentials.models import SecretRef
 
+from .selection import sharing_errors, workspace_identity
 from .validators import (
+    canonical_host,
     is_private_host,
     parse_node,
     prefixes_collide,
@@ -63,14 +66,71 @@ class PrefectWorkspace(models.Model):
 
 
 def insecure_key_transport(api_url):
-    """Why an API key may not be sent to `api_url`, or "" when it may."""
-    host = urlsplit(api_url).hostname or ""
-    if api_url.startswith("http://") and not is_private_host(host):
+    """Why an API key may not be sent to `api_url`, or "" when it may.
+
+    The URL is parsed (scheme and host lowercased), so `HTTP://` counts as plain http.
+    """
+    parts = urlsplit(api_url)
+    if parts.scheme != "https" and not is_private_host(parts.hostname or ""):
         return "Use https: an API key must not travel in clear to a public host."
     return ""
 
 
-class RedisTarget(models.Model):
+class StoredValuesMixin:
+    """Remembers the field values a row was loaded with (the pattern of Django's "customizing
+    model loading"), so that a save can tell what it changes."""
+
+    @classmethod
+    def from_db(cls, db, field_names, values):
+        instance = super().from_db(db, field_names, values)
+        instance._loaded_values = dict(zip(field_names, values, strict=True))
+        return instance
+
+    def changes_any(self, *attnames):
+        """True when adding, or when one of `attnames` differs from the stored row."""
+        loaded = getattr(self, "_loaded_values", None)
+        if self._state.adding or loaded is None:
+            return True
+        return any(loaded.get(name) != getattr(self, name) for name in attnames)
+
+    def refresh_from_db(self, *args, **kwargs):
+        super().refresh_from_db(*args, **kwargs)
+        self.forget_loaded_values()
+
+    def forget_loaded_values(self):
+        """After a save or a refresh, what is stored is what the instance holds (a deferred
+        field, absent here, counts as changed)."""
+        held = self.__dict__
+        self._loaded_values = {
+            f.attname: held[f.attname] for f in self._meta.concrete_fields if f.attname in held
+        }
+
+
+# pg_advisory_xact_lock(namespace, key): the namespace keeps our keys apart from other users of
+# advisory locks in the same database.
+SERVER_LOCK_NAMESPACE = 0x70680001
+
+
+def lock_server(target):
+    """Hold, until the transaction ends, one lock per node of `target`'s Redis server.
+
+    Collision checks run after taking it and saves follow them in the same transaction, so two
+    saves on one server run one after the other and the second sees the first: they cannot both
+    pass. PostgreSQL only; SQLite, the single-user development default, has no such lock.
+    """
+    if connection.vendor != "postgresql":
+        return
+    with connection.cursor() as cursor:
+        for key in sorted(_lock_key(node) for node in target.server_nodes):
+            cursor.execute("SELECT pg_advisory_xact_lock(%s, %s)", [SERVER_LOCK_NAMESPACE, key])
+
+
+def _lock_key(node):
+    digest = hashlib.sha256(f"{node[0]}:{node[1]}".encode()).digest()
+    return int.from_bytes(digest[:4], "big", signed=True)
+
+
+class RedisTarget(StoredValuesMixin, models.Model):
     class Verify(models.TextChoices):
         REQUIRED = "required", "Verify the certificate and host name"
         OPTIONAL = "optional", "Verify the certificate if one is presented"
@@ -109,6 +169,12 @@ class RedisTarget(models.Model):
     def __str__(self):
         return self.name
 
+    def save(self, *args, **kwargs):
+        with transaction.atomic():
+            self.validate_environments()
+            super().save(*args, **kwargs)
+        self.forget_loaded_values()
+
     @property
     def address(self):
         return f"{self.host}:{self.port}/{self.db}"
@@ -117,14 +183,26 @@ class RedisTarget(models.Model):
     def replica_nodes(self):
         return [parse_node(line) for line in self.replicas.splitlines() if line.strip()]
 
+    @property
+    def server_nodes(self):
+        """The primary and the replicas, each host in its canonical spelling.
+
+        Targets sharing a node are one Redis server, whatever their database numbers: ACL users
+        live per server and key patterns hold in every database.
+        """
+        nodes = [(self.host, self.port), *self.replica_nodes]
+        return frozenset((canonical_host(host), port) for host, port in nodes)
+
+    def same_server_targets(self):
+        """This target and every saved one sharing a node with it."""
+        nodes = self.server_nodes
+        others = [t for t in RedisTarget.objects.exclude(pk=self.pk) if t.server_nodes & nodes]
+        return [self, *others]
+
     def clean(self):
         errors = {}
-        if self.host and not self.tls and not is_private_host(self.host):
-            errors["tls"] = (
-                f"TLS is required for {self.host}: it is not a loopback or private address. "
-                "Turn TLS on (and give a CA bundle if the server's certificate is not from a "
-                "public CA)."
-            )
+        if messages := self._transport_errors():
+            errors["tls"] = messages
         if self.tls_ca_path and not self.tls_ca_path.startswith("/"):
             errors["tls_ca_path"] = "Give an absolute path, e.g. /etc/ssl/certs/redis-ca.pem."
         try:
@@ -133,11 +211,36 @@ class RedisTarget(models.Model):
             errors["replicas"] = exc.messages
         if errors:
             raise ValidationError(errors)
-        if self.pk:
-            for environment in self.environments.select_related("team"):
-                environment.redis_target = self
-                if message := environment.prefix_collision_message():
-                    raise ValidationError(f"Environment {environment} on this target: {message}")
+        self.validate_environments()
+
+    def _transport_errors(self):
+        """Replicas get the password as the primary does: each public node needs TLS."""
+        if self.tls or not self.host:
+            return []
+        replicas = [host for host, _ in self._parsed_replicas()]
+        return [
+            f"TLS is required for {host}: it is not a loopback or private address. Turn TLS on "
+            "(and give a CA bundle if the server's certificate is not from a public CA)."
+            for host in dict.fromkeys([self.host, *replicas])
+            if not is_private_host(host)
+        ]
+
+    def _parsed_replicas(self):
+        try:
+            return self.replica_nodes
+        except ValidationError:
+            return []  # reported on the replicas field
+
+    def validate_environments(self):
+        """A target moved onto another server takes its environments along: none of them may
+        collide there. Checked under the server's lock, like an environment's save."""
+        if self._state.adding or not self.changes_any("host", "port", "replicas"):
+            return
+        for environment in self.environments.all():
+            environment.redis_target = self
+            if errors := environment.server_errors():
+                message = " ".join(str(m) for m in errors.values())
+                raise ValidationError(f"Environment {environment} on this target: {message}")
 
 
 class EnvironmentQuerySet(models.QuerySet):
@@ -147,7 +250,24 @@ class EnvironmentQuerySet(models.QuerySet):
         return self.select_related("team", "workspace__api_key", "redis_target")
 
 
-class Environment(models.Model):
+class EnvironmentManager(models.Manager.from_queryset(EnvironmentQuerySet)):
+    def get_queryset(self):
+        return super().get_queryset().select_related("team")
+
+
+# Bounds of the finished runs' TTL. Reconcile reads every run of the TTL window from the Prefect
+# API every few minutes, so a long TTL makes each reconcile page through months of runs, and a huge
+# one (99,999,999 days) overflows the window's start date; under a minute runs vanish as they end.
+TTL_MIN = timedelta(minutes=1)
+TTL_MAX = timedelta(days=90)
+TTL_MESSAGE = "Keep finished runs between 1 minute and 90 days (e.g. 7 00:00:00 for 7 days)."
+
+
+# What places an environment on a Redis server: a change to any of them is checked there.
+PLACEMENT_FIELDS = ("key_prefix", "redis_target", "acl_username")
+
+
+class Environment(StoredValuesMixin, models.Model):
     team = models.ForeignKey(Team, on_delete=models.PROTECT, related_name="environments")
     slug = models.SlugField(max_length=50, help_text="dev, staging, prod, ...")
     workspace = models.ForeignKey(
@@ -163,13 +283,28 @@ class Environment(models.Model):
         max_length=200,
         blank=True,
         validators=[validate_key_prefix],
-        help_text="Leave empty for ph:{<team>.<env>}: . Environments sharing a Redis database "
-        "may not have prefixes where one starts with the other.",
+        help_text="Leave empty for ph:{<team>.<env>}: . Environments on one Redis server (in any "
+        "of its databases) may not have prefixes where one starts with the other.",
     )
     finished_run_ttl = models.DurationField(
         default=timedelta(days=7),
-        validators=[MinValueValidator(timedelta(minutes=1))],
-        help_text="How long runs in a terminal state stay in Redis, e.g. 7 days or 12:00:00.",
+        validators=[
+            MinValueValidator(TTL_MIN, message=TTL_MESSAGE),
+            MaxValueValidator(TTL_MAX, message=TTL_MESSAGE),
+        ],
+        help_text="How long runs in a terminal state stay in Redis, between 1 minute and 90 "
+        "days, e.g. 7 00:00:00 (7 days) or 12:00:00.",
+    )
+    work_pools = models.CharField(
+        max_length=500,
+        blank=True,
+        help_text="Only runs from these Prefect work pools (names, comma-separated); empty: every "
+        "run of the workspace. Required when teams share the workspace, with pools of their own.",
+    )
+    tags = models.CharField(
+        max_length=500,
+        blank=True,
+        help_text="Only flow runs carrying all of these tags (comma-separated); empty: no filter.",
     )
     enabled = models.BooleanField(default=True)
     acl_username = models.CharField(
@@ -177,19 +312,26 @@ class Environment(models.Model):
         max_length=100,
         blank=True,
         editable=False,
-        help_text="Set by the 'Create or update Redis ACL user' action: a user confined to this "
-        "environment's prefix, used for all of its Redis traffic.",
+        help_text="Set by the 'Create or update Redis ACL user' action: ph-env-<id>, a user "
+        "confined to this environment's prefix and database, used for all of its Redis traffic.",
     )
     acl_password = models.ForeignKey(
         SecretRef, null=True, blank=True, editable=False, on_delete=models.PROTECT, related_name="+"
     )
 
-    objects = EnvironmentQuerySet.as_manager()
+    # An environment's name is its team's slug and its own: its team comes with it, so that a list
+    # of environments (an admin filter, a select box) is one query, not one per row.
+    objects = EnvironmentManager()
 
     class Meta:
         ordering = ["team__slug", "slug"]
         constraints = [
             models.UniqueConstraint(fields=["team", "slug"], name="unique_environment_per_team"),
+            models.CheckConstraint(
+                condition=models.Q(finished_run_ttl__gte=TTL_MIN, finished_run_ttl__lte=TTL_MAX),
+                name="finished_run_ttl_between_1_minute_and_90_days",
+                violation_error_message=TTL_MESSAGE,
+            ),
         ]
 
     def __str__(self):
@@ -198,36 +340,91 @@ class Environment(models.Model):
     def save(self, *args, **kwargs):
         if not self.key_prefix:
             self.key_prefix = self.default_prefix(self.team.slug, self.slug)
-        super().save(*args, **kwargs)
+        with transaction.atomic():
+            if self.moves(kwargs.get("update_fields")) and (errors := self.server_errors()):
+                raise ValidationError(errors)
+            super().save(*args, **kwargs)
+        self.forget_loaded_values()
 
     def clean(self):
-        if not self.key_prefix and self.team_id and self.slug:
+        if not self.key_prefix and self.slug and Environment.team.is_cached(self):
             self.key_prefix = self.default_prefix(self.team.slug, self.slug)
-        message = self.redis_target_id and self.key_prefix and self.prefix_collision_message()
-        if message:
-            raise ValidationError({"key_prefix": message}, code="prefix_collision")
+        placed = self.redis_target_id and self.key_prefix and self.moves()
+        if placed and (errors := self.server_errors()):
+            raise ValidationError(errors, code="server_collision")
+        if self.workspace_id and self.team_id and (message := self.workspace_sharing_message()):
+            raise ValidationError({"work_pools": message}, code="shared_workspace")
+
+    def workspace_sharing_message(self):
+        """Why this environment may not take runs from its Prefect workspace, or "" (see
+        `selection.sharing_errors`). Workspaces are compared by URL, not by row."""
+        identity = workspace_identity(self.workspace.api_url)
+        others = Environment.objects.exclude(pk=self.pk).select_related("workspace")
+        same = [
+            other for other in others if workspace_identity(other.workspace.api_url) == identity
+        ]
+        return sharing_errors(self, same)
+
+    def moves(self, update_fields=None):
+        """Whether saving (these fields) puts the environment somewhere new on a Redis server.
+
+        Rows that stay where they are are not checked again, so that a row saved before a rule
+        tightened stays editable (its TTL, say) rather than failing every save.
+        """
+        fields = [self._meta.get_field(name) for name in PLACEMENT_FIELDS]
+        saved = set(update_fields or ())
+        attnames = [
+            f.attname for f in fields if update_fields is None or {f.name, f.attname} & saved
+        ]
+        return bool(attnames) and self.changes_any(*attnames)
 
     @staticmethod
     def default_prefix(team_slug, env_slug):
         return f"ph:{{{team_slug}.{env_slug}}}:"
 
-    def prefix_collision_message(self):
-        """Why this prefix may not be used on its Redis database, or "" when it may."""
-        target = self.redis_target
-        neighbours = (
-            Environment.objects.filter(
-                redis_target__host=target.host,
-                redis_target__port=target.port,
-                redis_target__db=target.db,
-            )
-            .exclude(pk=self.pk)
-            .select_related("team")
-        )
+    def server_errors(self):
+        """What this environment would collide with on its Redis server, by field ({} when
+        nothing). Takes the server's lock first: see `lock_server`."""
+        lock_server(self.redis_target)
+        neighbours = list(self.neighbours())
+        errors = {}
+        if message := self.prefix_collision_message(neighbours):
+            errors["key_prefix"] = message
+        if message := self.acl_user_collision_message(neighbours):
+            errors[NON_FIELD_ERRORS] = message
+        return errors
+
+    def neighbours(self):
+        """The other environments on this environment's Redis server, in any of its databases."""
+        targets = [target.pk for target in self.redis_target.same_server_targets() if target.pk]
+        others = Environment.objects.filter(redis_target__in=targets).exclude(pk=self.pk)
+        return others.select_related("redis_target")
+
+    def prefix_collision_message(self, neighbours):
+        """Why this prefix may not be used on its Redis server, or "" when it may.
+
+        Every database counts: an ACL user's key patterns hold in all of them.
+        """
         for other in neighbours:
             if prefixes_collide(self.key_prefix, other.key_prefix):
                 return (
                     f"Prefix {self.key_prefix!r} collides with environment {other} "
-                    f"(prefix {other.key_prefix!r}) on the same Redis {target.address}: "
-                    "neither prefix may start with the other. Choose another prefix."
+                    f"(prefix {other.key_prefix!r}, on {other.redis_target.address}): on one "
+                    "Redis server neither prefix may start with the other, in any database. "
+                    "Choose another prefix."
+                )
+        return ""
+
+    def acl_user_collision_message(self, neighbours):
+        """Why this environment's ACL user may not be used on its Redis server, or "": one user
+        for two environments would hold both passwords and one prefix."""
+        if not self.acl_username:
+            return ""
+        for other in neighbours:
+            if other.acl_username == self.acl_username:
+                return (
+                    f"Redis ACL user {self.acl_username} already belongs to environment {other} "
+                    "on the same Redis server. Run 'Create or update the Redis ACL user' on this "
+                    "environment to give it its own."
                 )
         return ""

@@ -18,15 +18,51 @@ _PREFIX_CHARS = re.compile(r"^[A-Za-z0-9:{}._-]+$")
 _HASH_TAG = re.compile(r"\{[^{}]+\}")
 
 
+_LOOPBACK_NAMES = frozenset({"localhost", "localhost.localdomain"})
+LOOPBACK = "127.0.0.1"  # the canonical spelling of every loopback address
+
+
 def validate_host(value):
-    """A hostname or an IP address (IPv6 without brackets)."""
+    """A hostname or an IP address (IPv6 without brackets).
+
+    A name ending in a number is refused: resolvers read `127.1` or `2130706433` as 127.0.0.1,
+    so such a spelling would be one server under two names to the checks below.
+    """
     try:
         ipaddress.ip_address(value)
     except ValueError:
-        if not _HOSTNAME.match(value):
+        if not _HOSTNAME.match(value) or value.rpartition(".")[2].isdigit():
             raise ValidationError(
-                f"{value!r} is neither a hostname nor an IP address.", code="invalid_host"
+                f"{value!r} is neither a hostname nor an IP address (IPv4 written in full, "
+                "e.g. 127.0.0.1).",
+                code="invalid_host",
             ) from None
+
+
+def _address(host):
+    """`host` as an IP address (IPv4-mapped IPv6 as IPv4), or None for a name."""
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return None
+    return (address.ipv4_mapped or address) if address.version == 6 else address
+
+
+def canonical_host(host):
+    """One spelling per machine, so that two spellings of a server count as one server.
+
+    Without DNS (see the module's docstring): case and a trailing dot are dropped, IP
+    addresses take their compressed form, and every loopback or unspecified address (0.0.0.0
+    reaches the local machine too) and the localhost names become LOOPBACK. Two different names
+    of one machine in DNS stay two names.
+    """
+    name = host.strip().rstrip(".").lower()
+    if name in _LOOPBACK_NAMES:
+        return LOOPBACK
+    address = _address(name)
+    if address is None:
+        return name
+    return LOOPBACK if address.is_loopback or address.is_unspecified else address.compressed
 
 
 def is_private_host(host):
@@ -34,13 +70,10 @@ def is_private_host(host):
 
     Any other hostname counts as public: we do not resolve names at validation time.
     """
-    if host.lower() in {"localhost", "localhost.localdomain"}:
-        return True
-    try:
-        address = ipaddress.ip_address(host)
-    except ValueError:
-        return False
-    return address.is_loopback or address.is_private or address.is_link_local
+    address = _address(canonical_host(host))
+    return address is not None and (
+        address.is_loopback or address.is_private or address.is_link_local
+    )
 
 
 def parse_node(value):

@@ -1,33 +1,80 @@
 """Redis clients for the environments' Redis targets.
 
-Passwords are read from the secret store by a credential provider at each new connection, so a
-rotated password is used by new connections without a restart, and the password never sits in
-a URL, a setting or a log line. Pools are kept per (target, user) for the life of the process.
+Passwords come from the secret store through a credential provider that redis-py asks at each
+new connection. The provider caches the secret for a short time (so an event loop never waits
+on the database while it holds a fresh one, and a burst of reconnects is one read), so a
+password rotated elsewhere is picked up within that time, without a restart. The password
+never sits in a URL, a setting or a log line. Blocking pools are kept per connection shape for
+the life of the process; asyncio clients belong to one event loop and are made per use.
 """
 
 import threading
+import time
 
 import redis
+import redis.asyncio
+from asgiref.sync import sync_to_async
 from redis.credentials import CredentialProvider
 
-_pools = {}
-_pools_lock = threading.Lock()
-
 SOCKET_TIMEOUT = 5.0
+SECRET_CACHE_SECONDS = 30.0
+
+_pools = {}
+_providers = {}
+_lock = threading.RLock()  # _client takes it, then credential_provider again
 
 
-class SecretCredentialProvider(CredentialProvider):
-    """Username and the current password of a SecretRef, read when a connection opens."""
+class CachedSecretProvider(CredentialProvider):
+    """Username and the current password of a SecretRef, cached for SECRET_CACHE_SECONDS."""
 
     def __init__(self, username, secret_ref_id):
         self.username = username
         self.secret_ref_id = secret_ref_id
+        self._password = None
+        self._read_at = 0.0
 
     def get_credentials(self):
+        if self._stale():
+            self._load()
+        return self._credentials()
+
+    async def get_credentials_async(self):
+        if self._stale():
+            # The ORM is blocking: read the secret in a worker thread, not in the event loop.
+            await sync_to_async(self._load_in_worker, thread_sensitive=False)()
+        return self._credentials()
+
+    def _stale(self):
+        return time.monotonic() - self._read_at > SECRET_CACHE_SECONDS
+
+    def _load(self):
         from pipelinehub.credentials.models import SecretRef
 
-        password = SecretRef.objects.get(pk=self.secret_ref_id).reveal()
-        return (self.username, password) if self.username else (password,)
+        self._password = SecretRef.objects.get(pk=self.secret_ref_id).reveal()
+        self._read_at = time.monotonic()
+
+    def _load_in_worker(self):
+        """`_load` in a thread of no request: its database connection is closed before and
+        after, so none outlives a database restart."""
+        from django.db import close_old_connections
+
+        close_old_connections()
+        try:
+            self._load()
+        finally:
+            close_old_connections()
+
+    def _credentials(self):
+        return (self.username, self._password) if self.username else (self._password,)
+
+
+def credential_provider(username, secret_ref_id):
+    """The one provider of a (user, secret): blocking and asyncio clients share its cache."""
+    with _lock:
+        key = (username, secret_ref_id)
+        if key not in _providers:
+            _providers[key] = CachedSecretProvider(username, secret_ref_id)
+        return _providers[key]
 
 
 def _connection_kwargs(target, host, port, username, secret_ref_id):
@@ -40,12 +87,11 @@ def _connection_kwargs(target, host, port, username, secret_ref_id):
         "health_check_interval": 30,
     }
     if secret_ref_id:
-        kwargs["credential_provider"] = SecretCredentialProvider(username, secret_ref_id)
+        kwargs["credential_provider"] = credential_provider(username, secret_ref_id)
     elif username:
         kwargs["username"] = username
     if target.tls:
         kwargs.update(
-            connection_class=redis.SSLConnection,
             ssl_cert_reqs=target.tls_verify,
             ssl_check_hostname=target.tls_verify == "required",
             ssl_ca_certs=target.tls_ca_path or None,
@@ -53,9 +99,9 @@ def _connection_kwargs(target, host, port, username, secret_ref_id):
     return kwargs
 
 
-def _client(target, host, port, username, secret_ref_id):
-    # The key holds everything that shapes a connection: an edited target gets a new pool.
-    key = (
+def connection_shape(target, host, port, username, secret_ref_id):
+    """Everything that shapes a connection: when any of it changes, new connections are due."""
+    return (
         target.pk,
         host,
         port,
@@ -66,14 +112,27 @@ def _client(target, host, port, username, secret_ref_id):
         username,
         secret_ref_id,
     )
-    with _pools_lock:
+
+
+def _client(target, host, port, username, secret_ref_id):
+    key = connection_shape(target, host, port, username, secret_ref_id)
+    with _lock:
         pool = _pools.get(key)
         if pool is None:
             kwargs = _connection_kwargs(target, host, port, username, secret_ref_id)
-            connection_class = kwargs.pop("connection_class", redis.Connection)
+            connection_class = redis.SSLConnection if target.tls else redis.Connection
             pool = redis.ConnectionPool(connection_class=connection_class, **kwargs)
             _pools[key] = pool
     return redis.Redis(connection_pool=pool)
+
+
+def _user_of(environment):
+    """(username, secret ref id) an environment's traffic uses: its own confined ACL user when
+    it has one, else the target's."""
+    if environment.acl_password_id:
+        return environment.acl_username, environment.acl_password_id
+    target = environment.redis_target
+    return target.username, target.password_id
 
 
 def target_client(target, host=None, port=None):
@@ -90,18 +149,38 @@ def target_node_clients(target):
 
 
 def environment_client(environment):
-    """A client for one environment: its own confined ACL user when it has one."""
+    """A blocking client for one environment."""
     target = environment.redis_target
-    if environment.acl_password_id:
-        return _client(
-            target, target.host, target.port, environment.acl_username, environment.acl_password_id
-        )
-    return target_client(target)
+    return _client(target, target.host, target.port, *_user_of(environment))
+
+
+def environment_connection_shape(environment):
+    target = environment.redis_target
+    return connection_shape(target, target.host, target.port, *_user_of(environment))
+
+
+def async_environment_client(environment):
+    """An asyncio client for one environment, for the running event loop (close it after)."""
+    target = environment.redis_target
+    return _async_client(target, *_user_of(environment))
+
+
+def async_target_client(target):
+    """An asyncio client with the target's own credentials (loading the hub's scripts)."""
+    return _async_client(target, target.username, target.password_id)
+
+
+def _async_client(target, username, secret_ref_id):
+    kwargs = _connection_kwargs(target, target.host, target.port, username, secret_ref_id)
+    connection_class = redis.asyncio.SSLConnection if target.tls else redis.asyncio.Connection
+    pool = redis.asyncio.ConnectionPool(connection_class=connection_class, **kwargs)
+    return redis.asyncio.Redis(connection_pool=pool)
 
 
 def reset_pools():
-    """Disconnect every pool (tests, and after a fork)."""
-    with _pools_lock:
+    """Disconnect every pool and forget cached secrets (tests, and after a fork)."""
+    with _lock:
         for pool in _pools.values():
             pool.disconnect()
         _pools.clear()
+        _providers.clear()

@@ -24,6 +24,20 @@ class Keyspace:
         """Sorted set: flow run ids by version, the board's index."""
         return f"{self.prefix}runs"
 
+    def inflight(self, kind):
+        """Sorted set: ids of the runs of `kind` ("flow" or "task") not finished, by version."""
+        return f"{self.prefix}inflight:{kind}"
+
+    @property
+    def counts(self):
+        """Hash: state type -> number of flow runs in flight in it, kept by every write."""
+        return f"{self.prefix}counts"
+
+    def finished(self, state_type):
+        """Sorted set: flow runs that finished in `state_type`, by version (their end), kept
+        for a day: the home page's "finished in the last 24 hours"."""
+        return f"{self.prefix}finished:{state_type}"
+
     @property
     def changes(self):
         return f"{self.prefix}changes"

@@ -5,16 +5,32 @@ microsecond timestamps are) and it is the smallest of the formats Lua reads: a f
 its index entry stays under 400 bytes (docs/benchmarks.md). Only what a board shows is stored:
 no parameters, no results, no logs. Timestamps are integer microseconds since the epoch; an
 absent one is 0.
+
+A `RunChange` checks its bounds when it is made, because whatever it holds ends up in Redis and
+is merged there: a run count msgpack cannot pack fails the whole batch, and a state dated in the
+far future wins over every real state of its run forever (apply keeps the newest).
 """
 
+import re
+import reprlib
+import time
+import uuid
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import msgpack
 
 TERMINAL_STATES = frozenset({"COMPLETED", "FAILED", "CANCELLED", "CRASHED"})
 STATE_TYPES = frozenset(
     {"SCHEDULED", "PENDING", "RUNNING", "PAUSED", "CANCELLING"} | TERMINAL_STATES
+)
+
+MAX_RUN_COUNT = 10_000
+MAX_TEXT_LENGTH = 200  # names and state names: longer ones are cut, they are only shown
+EARLIEST = datetime(2000, 1, 1, tzinfo=UTC)  # no Prefect state is older
+FUTURE_TOLERANCE = timedelta(minutes=5)  # clock skew between Prefect and us
+_UUID = re.compile(
+    r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}", re.IGNORECASE | re.ASCII
 )
 
 
@@ -26,6 +42,34 @@ def to_micros(moment):
         moment = moment.replace(tzinfo=UTC)
     delta = moment - datetime(1970, 1, 1, tzinfo=UTC)
     return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
+
+
+EARLIEST_MICROS = to_micros(EARLIEST)
+FUTURE_TOLERANCE_MICROS = FUTURE_TOLERANCE // timedelta(microseconds=1)
+
+
+def latest_micros():
+    """The latest timestamp a change may carry now: a state from the future is a broken clock
+    or a forged event, and stored it would hide every real state of its run."""
+    return time.time_ns() // 1000 + FUTURE_TOLERANCE_MICROS
+
+
+class _Brief(reprlib.Repr):
+    def __init__(self):
+        super().__init__()
+        self.maxstring = self.maxother = 60
+
+    def repr_int(self, x, level):
+        # repr() itself refuses integers of more than 4300 digits.
+        return f"<{x.bit_length()}-bit integer>" if x.bit_length() > 64 else repr(x)
+
+
+_BRIEF = _Brief()
+
+
+def brief(value):
+    """A bounded repr for messages: values from events are untrusted and may be huge."""
+    return _BRIEF.repr(value)
 
 
 @dataclass(frozen=True)
@@ -50,16 +94,32 @@ class RunChange:
     run_count: int = 0
 
     def __post_init__(self):
+        """Refuse what does not fit the record (ValueError) and normalise what may be spelled
+        several ways, so that one run is one key and one record whatever the source."""
         if self.kind not in ("flow", "task"):
-            raise ValueError(f"kind must be 'flow' or 'task', not {self.kind!r}")
-        if not self.id:
-            raise ValueError("a run change needs the run's id")
-        if self.state_type not in STATE_TYPES:
-            raise ValueError(f"unknown state type {self.state_type!r}")
-        if not isinstance(self.version, int) or self.version <= 0:
-            raise ValueError(f"version must be positive integer microseconds, not {self.version!r}")
+            raise ValueError(f"kind must be 'flow' or 'task', not {brief(self.kind)}")
+        if not isinstance(self.state_type, str) or self.state_type not in STATE_TYPES:
+            raise ValueError(f"unknown state type {brief(self.state_type)}")
+        self._normalise("id", _uuid("id", self.id))
+        self._normalise("deployment", _optional_uuid("deployment", self.deployment))
+        self._normalise("flow_run_id", _optional_uuid("flow_run_id", self.flow_run_id))
         if self.kind == "task" and not self.flow_run_id:
             raise ValueError("a task run change needs its flow run's id")
+        for field in ("state_name", "name", "flow"):
+            self._normalise(field, _text(field, getattr(self, field)))
+        latest = latest_micros()
+        _check_micros("version", self.version, latest)
+        for field in ("start", "end"):
+            if getattr(self, field) is not None:
+                _check_micros(field, getattr(self, field), latest)
+        if not _is_int(self.run_count) or not 0 <= self.run_count <= MAX_RUN_COUNT:
+            raise ValueError(
+                f"run_count must be an integer in 0..{MAX_RUN_COUNT}, not {brief(self.run_count)}"
+            )
+
+    def _normalise(self, field, value):
+        """Set a field of this frozen dataclass while it is being made."""
+        object.__setattr__(self, field, value)
 
     @property
     def terminal(self):
@@ -83,6 +143,40 @@ class RunChange:
             self.end,
             self.run_count,
         )
+
+
+def _is_int(value):
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _uuid(field, value):
+    """Prefect ids are UUIDs; the canonical lowercase form keeps one key per run."""
+    if not isinstance(value, str) or not _UUID.fullmatch(value):
+        raise ValueError(f"{field} must be a UUID string, not {brief(value)}")
+    return str(uuid.UUID(value))
+
+
+def _optional_uuid(field, value):
+    return "" if value == "" else _uuid(field, value)
+
+
+def _text(field, value):
+    """Display strings are cut to MAX_TEXT_LENGTH and characters UTF-8 cannot carry (lone
+    surrogates) replaced: msgpack would refuse them, and a board loses nothing by it."""
+    if not isinstance(value, str):
+        raise ValueError(f"{field} must be a string, not {brief(value)}")
+    return value[:MAX_TEXT_LENGTH].encode("utf-8", "replace").decode("utf-8")
+
+
+def _check_micros(field, value, latest):
+    """A time in microseconds between EARLIEST and now plus FUTURE_TOLERANCE: far below the
+    2**53 up to which Redis's Lua counts exactly."""
+    if not _is_int(value):
+        raise ValueError(f"{field} must be integer microseconds, not {brief(value)}")
+    if value < EARLIEST_MICROS:
+        raise ValueError(f"{field} {brief(value)} is before {EARLIEST:%Y-%m-%d}")
+    if value > latest:
+        raise ValueError(f"{field} {brief(value)} is in the future (beyond {FUTURE_TOLERANCE})")
 
 
 def state_type_of(raw):

@@ -1,24 +1,25 @@
 """Prefect clients for a configured workspace, with its own URL and key: one process talks to
-many workspaces, so nothing here reads Prefect's process-wide settings.
+many workspaces, so nothing here relies on Prefect's process-wide settings or on the order in
+which modules are imported.
 
 A workspace's stored key is a Prefect Cloud API key (Bearer) for Cloud URLs, and the server's
 `user:password` auth string (PREFECT_SERVER_API_AUTH_STRING, Basic) for a self-hosted server.
 """
 
-import os
+from contextlib import asynccontextmanager
 
-# The version check on connect reads the process-wide key, not the workspace's, and fails with
-# 401 against a server with auth. It must be off before prefect is first imported.
-os.environ.setdefault("PREFECT_CLIENT_SERVER_VERSION_CHECK_ENABLED", "false")
-
-from prefect.client.orchestration import PrefectClient  # noqa: E402
-from prefect.events.clients import (  # noqa: E402
-    PrefectCloudEventSubscriber,
-    PrefectEventSubscriber,
+from asgiref.sync import sync_to_async
+from prefect.client.orchestration import PrefectClient
+from prefect.events.clients import PrefectCloudEventSubscriber, PrefectEventSubscriber
+from prefect.events.filters import EventFilter, EventNameFilter
+from prefect.settings import (
+    PREFECT_API_AUTH_STRING,
+    PREFECT_API_URL,
+    PREFECT_CLIENT_SERVER_VERSION_CHECK_ENABLED,
+    temporary_settings,
 )
-from prefect.events.filters import EventFilter, EventNameFilter  # noqa: E402
 
-from pipelinehub.credentials.backends import SecretUnavailable  # noqa: E402
+from pipelinehub.credentials.backends import SecretUnavailable
 
 RUN_EVENT_PREFIXES = ["prefect.flow-run.", "prefect.task-run."]
 RUN_EVENTS = EventFilter(event=EventNameFilter(prefix=RUN_EVENT_PREFIXES))
@@ -41,28 +42,47 @@ def _key(workspace):
         raise WorkspaceUnavailable(f"workspace {workspace}: {exc}") from None
 
 
-def rest_client(workspace):
-    """An async PrefectClient for the workspace (use as `async with`)."""
-    key = _key(workspace)
+@asynccontextmanager
+async def rest_client(workspace, on_request=None):
+    """An open async PrefectClient for the workspace; `on_request`, an async httpx hook, sees
+    every HTTP request it sends (retries included). The key is read outside the event loop: a
+    secret backend may query the database or a secret manager."""
+    key = await sync_to_async(_key)(workspace)
+    hooks = {"event_hooks": {"request": [on_request]}} if on_request else {}
     if is_cloud(workspace.api_url):
-        return PrefectClient(workspace.api_url, api_key=key)
-    return PrefectClient(workspace.api_url, auth_string=key)
+        client = PrefectClient(workspace.api_url, api_key=key, httpx_settings=hooks)
+    else:
+        client = PrefectClient(workspace.api_url, auth_string=key, httpx_settings=hooks)
+    async with client:
+        yield client
 
 
-def event_subscriber(workspace, reconnection_attempts=2):
-    """A subscriber to the workspace's flow-run and task-run events (use as `async with`)."""
-    key = _key(workspace)
+@asynccontextmanager
+async def event_subscriber(workspace, reconnection_attempts=2):
+    """A connected subscriber to the workspace's flow-run and task-run events.
+
+    Prefect's subscriber reads the auth string and its version check's switch from the settings
+    current when it is made and entered, not from its arguments: it is made and entered inside a
+    settings context of this workspace's own, which lives in the calling task only (a context
+    variable), so workspaces ingested side by side never see each other's keys. The version check
+    is off because it authenticates with process-wide settings, not this workspace's key.
+    """
+    key = await sync_to_async(_key)(workspace)
+    updates = {
+        PREFECT_API_URL: workspace.api_url,
+        PREFECT_CLIENT_SERVER_VERSION_CHECK_ENABLED: False,
+    }
     if is_cloud(workspace.api_url):
-        return PrefectCloudEventSubscriber(
+        subscriber_class, arguments = PrefectCloudEventSubscriber, {"api_key": key}
+    else:
+        subscriber_class, arguments = PrefectEventSubscriber, {}
+        updates[PREFECT_API_AUTH_STRING] = key
+    with temporary_settings(updates=updates):
+        subscriber = subscriber_class(
             api_url=workspace.api_url,
-            api_key=key,
             filter=RUN_EVENTS,
             reconnection_attempts=reconnection_attempts,
+            **arguments,
         )
-    subscriber = PrefectEventSubscriber(
-        api_url=workspace.api_url, filter=RUN_EVENTS, reconnection_attempts=reconnection_attempts
-    )
-    # The constructor takes the auth string only from process-wide settings; this workspace's
-    # own goes where the handshake reads it.
-    subscriber._auth_token = key
-    return subscriber
+        async with subscriber:
+            yield subscriber

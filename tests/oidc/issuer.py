@@ -16,11 +16,14 @@ from html.parser import HTMLParser
 from pathlib import Path
 from urllib.parse import urljoin, urlsplit
 
+import requests
+
 REPO = Path(__file__).resolve().parents[2]
 PROVIDER = REPO / "tests" / "oidc" / "provider.mjs"
 CLIENT_ID = "pipelinehub"
 CLIENT_SECRET = "pipelinehub-test-secret"
 START_TIMEOUT = 30
+LOGIN_PATH = "/accounts/oidc/okta/login/"  # the site's Okta login, as allauth routes it
 
 
 def free_port():
@@ -114,3 +117,10 @@ def login(session, start_url, username, max_steps=20):
         response.trace = trace
         return response
     raise RuntimeError("login did not finish:\n" + "\n".join(trace))
+
+
+def sso_login(site_url, username, start_path=LOGIN_PATH, session=None):
+    """A browser-like session (fresh unless given) logged in as `username` from `start_path`,
+    and the page it ended on."""
+    session = session or requests.Session()
+    return session, login(session, site_url + start_path, username)

@@ -2,16 +2,10 @@
 process, and the comparison of Redis with the Prefect API."""
 
 import asyncio
-import os
-import signal
-import subprocess
-import sys
 import time
 import uuid
-from pathlib import Path
 
 import pytest
-from django.db import connection
 
 from pipelinehub.credentials.models import SecretRef
 from pipelinehub.environments.models import Environment, PrefectWorkspace, RedisTarget, Team
@@ -22,10 +16,10 @@ from pipelinehub.sync.prefect import rest_client
 from pipelinehub.sync.reconcile import PAGE
 
 from ..conftest import delete_prefix, redis_for_tests
+from ..processes import DeployedProcess
 from ..redis_server import PrivateRedis
 from .server import AUTH_STRING, PrefectServer
 
-BASE_DIR = Path(__file__).resolve().parents[2]
 COMPARED = RunRecord.FIELDS
 
 
@@ -59,57 +53,12 @@ def prefect_environment(transactional_db, prefect_server):
     delete_prefix(redis_for_tests(), environment.key_prefix)
 
 
-class IngestProcess:
-    """`manage.py ingest` as its own process, as it runs in production."""
-
-    def __init__(self, log_path):
-        self.log_path = log_path
-        self.process = None
-
-    def start(self):
-        env = {
-            **os.environ,
-            "PYTHONUNBUFFERED": "1",
-            "LOG_LEVEL": "INFO",
-            "DATABASE_URL": _database_url(),
-        }
-        env = {k: v for k, v in env.items() if not k.startswith("PREFECT_API")}
-        with open(self.log_path, "ab") as log:
-            self.process = subprocess.Popen(
-                [sys.executable, "manage.py", "ingest"],
-                cwd=BASE_DIR,
-                env=env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-
-    def kill(self):
-        if self.process and self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGKILL)
-            self.process.wait()
-
-    def log(self):
-        return self.log_path.read_text()
-
-    def wait_for_log(self, text, timeout=60, count=1):
-        wait_until(
-            lambda: self.log().count(text) >= count,
-            timeout,
-            lambda: f"no {text!r} in the ingest log:\n{self.log()[-3000:]}",
-        )
-
-
 @pytest.fixture
 def ingest(tmp_path):
-    process = IngestProcess(tmp_path / "ingest.log")
+    """`manage.py ingest` as its own process, as it runs in production."""
+    process = DeployedProcess("ingest", tmp_path)
     yield process
     process.kill()
-
-
-def _database_url():
-    settings = connection.settings_dict
-    return f"postgres://{settings['USER']}@{settings['HOST']}:{settings['PORT']}/{settings['NAME']}"
 
 
 def wait_until(condition, timeout=60, message=lambda: "condition not met"):
@@ -131,8 +80,12 @@ def prefect_truth(environment):
         return flow_runs, task_runs, flows
 
     flow_runs, task_runs, flows = asyncio.run(read())
-    changes = [change_from_flow_run(run, flows.get(run.flow_id, "")) for run in flow_runs]
-    changes += [change_from_task_run(run) for run in task_runs if run.flow_run_id]
+    # A run with no state yet (a mapped task Prefect has created but not started) is nothing
+    # to mirror.
+    changes = [
+        change_from_flow_run(run, flows.get(run.flow_id, "")) for run in flow_runs if run.state
+    ]
+    changes += [change_from_task_run(run) for run in task_runs if run.flow_run_id and run.state]
     return changes
 
 

@@ -1,0 +1,572 @@
+"""The live board's benchmark: how long a change takes from `apply` to the browsers watching.
+
+    .venv/bin/python -m bench --only live      (also part of `make bench`)
+
+Everything runs as deployed, on this machine: a private Redis holds the environment's state
+and is the hub's REDIS_URL (the channel layer); `web` (daphne) and `relay` are the Procfile's
+roles (tests/processes.py) over a SQLite database of the run's own, and the clients send the
+session cookie of a viewer of the environment. Processes:
+
+- the coordinator (`measure`, a child of `python -m bench`, so that DATABASE_URL, REDIS_URL and
+  SECRET_KEY are the run's own) applies changes at a paced rate through
+  `EnvironmentState.apply_batch`, keeps the time of each, and listens on the environment's
+  channel-layer group as one more process would (a thread), which times the relay alone;
+- one client process (`clients`) holds the websockets, so that their reading does not share
+  the web process; it timestamps each change's first arrival per socket and joins the times
+  with the coordinator's.
+
+A change is a new flow run whose id carries the run's number and its sequence number, so
+nobody needs a table of ids. Times across processes are `time.time()` (one clock); durations
+within a process `time.perf_counter()`. CPU seconds per process come from /proc.
+"""
+
+import asyncio
+import json
+import os
+import platform
+import secrets
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from urllib.parse import urlsplit
+
+CLIENTS = (1, 100, 500)
+RATES = (100, 1000)
+SECONDS = 15  # of writing, per run
+TICK = 0.01  # the writer applies what is due every TICK seconds
+DRAIN_SECONDS = 15  # after the last write, how long the clients may take to receive it
+CONNECTING = 10  # sockets opened at once
+SNAPSHOT_RUNS = 10_000
+SNAPSHOT_REPEATS = 30
+SECTION = "## The live board"
+GROUP_ENVIRONMENT = "bench"
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+
+def run(output):
+    """Measure in a child process (its own database, Redis and secret key) and write the section
+    into `output` (docs/benchmarks.md)."""
+    from tests.redis_server import PrivateRedis
+
+    with tempfile.TemporaryDirectory(prefix="ph-bench-live-") as workdir:
+        redis_server = PrivateRedis(workdir)
+        redis_server.start()
+        try:
+            child = subprocess.run(
+                [sys.executable, "-m", "bench.live", "measure", workdir],
+                env={
+                    **os.environ,
+                    "DATABASE_URL": f"sqlite:///{workdir}/pipelinehub.sqlite3",
+                    # Above channels_redis's 5 s BZPOPMIN: redis-py 8 times reads out after 5 s
+                    # by default, which kills a consumer whenever its process had no message for
+                    # 5 s (django/channels_redis#422).
+                    "REDIS_URL": f"redis://127.0.0.1:{redis_server.port}/0?socket_timeout=30",
+                    "DJANGO_SECRET_KEY": secrets.token_urlsafe(40),
+                    "LOG_LEVEL": "WARNING",
+                },
+                cwd=BASE_DIR,
+                stdout=subprocess.PIPE,
+                text=True,
+                check=True,
+            )
+        finally:
+            redis_server.stop()
+    write_section(output, json.loads(child.stdout.strip().splitlines()[-1]))
+
+
+# The coordinator
+
+
+def measure(workdir):
+    """Every measurement, as a dict; runs in the coordinator, with Django set up."""
+    from django.core.management import call_command
+
+    from pipelinehub.state.store import EnvironmentState
+
+    call_command("migrate", verbosity=0)
+    environment, cookie = _viewed_environment()
+    state = EnvironmentState.for_environment(environment)
+    state.apply_batch(
+        [_change(0, seq, 1_764_000_000_000_000 + seq) for seq in range(SNAPSHOT_RUNS)]
+    )
+    web, relay = _start_roles(workdir)
+    try:
+        url = f"ws://127.0.0.1:{web.port}/ws/environments/{GROUP_ENVIRONMENT}/live/"
+        results = {"machine": _machine(state), "board": _board_seconds(state)}
+        results["snapshot"] = _client_process(["snapshot", url, cookie]).communicate()[0]
+        results["snapshot"] = json.loads(results["snapshot"])
+        pids = {"web": web.process.pid, "relay": relay.process.pid}
+        results["runs"] = [
+            _latency_run(state, environment.pk, pids, (url, cookie), clients, rate, number)
+            for number, (clients, rate) in enumerate(
+                ((c, r) for c in CLIENTS for r in RATES), start=1
+            )
+        ]
+        return results
+    except Exception:
+        print(f"web:\n{web.tail()}\nrelay:\n{relay.tail()}", file=sys.stderr)
+        raise
+    finally:
+        web.stop()
+        relay.stop()
+
+
+def _viewed_environment():
+    """The environment on the private Redis, and the cookie of a viewer's session."""
+    from django.conf import settings
+    from django.contrib.auth import (
+        BACKEND_SESSION_KEY,
+        HASH_SESSION_KEY,
+        SESSION_KEY,
+        get_user_model,
+    )
+    from django.contrib.sessions.backends.db import SessionStore
+
+    from pipelinehub.accounts.models import Membership
+    from pipelinehub.environments.models import Environment, PrefectWorkspace, RedisTarget, Team
+
+    redis_port = urlsplit(settings.REDIS_URL).port
+    team = Team.objects.create(slug=GROUP_ENVIRONMENT, name="Bench")
+    environment = Environment.objects.create(
+        team=team,
+        slug="live",
+        workspace=PrefectWorkspace.objects.create(name="bench", api_url="http://127.0.0.1:9/api"),
+        redis_target=RedisTarget.objects.create(name="bench", host="127.0.0.1", port=redis_port),
+        key_prefix="ph:{bench.live}:",
+    )
+    user = get_user_model().objects.create_user(username="viewer")
+    Membership.objects.create(user=user, team=team, role="viewer")
+    session = SessionStore()
+    session[SESSION_KEY] = str(user.pk)
+    session[BACKEND_SESSION_KEY] = "pipelinehub.accounts.backends.SingleSignOnBackend"
+    session[HASH_SESSION_KEY] = user.get_session_auth_hash()
+    session.create()
+    return environment, f"{settings.SESSION_COOKIE_NAME}={session.session_key}"
+
+
+def _start_roles(workdir):
+    """`web` and `relay` as deployed, on this run's database (the rest is the settings')."""
+    from tests.processes import DeployedProcess
+
+    overrides = {"DATABASE_URL": os.environ["DATABASE_URL"]}
+    web = DeployedProcess("web", workdir, overrides)
+    relay = DeployedProcess("relay", workdir, overrides)
+    for role in (web, relay):
+        role.start()
+    for role in (web, relay):
+        role.wait_ready()
+    return web, relay
+
+
+def _change(run_number, seq, version):
+    """A new flow run whose id says which run and which change it is (see `_seq_of`)."""
+    from pipelinehub.state.records import RunChange
+
+    completed = seq % 2 == 1
+    return RunChange(
+        "flow",
+        f"{run_number:08x}-0000-4000-8000-{seq:012x}",
+        version,
+        "COMPLETED" if completed else "RUNNING",
+        "Completed" if completed else "Running",
+        name=f"bench-{seq}",
+        flow="etl-nightly",
+        start=version,
+        end=version if completed else None,
+        run_count=1,
+    )
+
+
+def _machine(state):
+    return {
+        "date": f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC",
+        "node": platform.node(),
+        "cores": os.cpu_count(),
+        "python": platform.python_version(),
+        "redis": state.client.info("server")["redis_version"],
+    }
+
+
+def _board_seconds(state):
+    """What a snapshot reads, in-process: `board()` alone, and with the frame built as the
+    consumer builds it (rows as dicts, JSON), median of SNAPSHOT_REPEATS."""
+    from pipelinehub.live import protocol
+
+    def frame():
+        board = state.board(limit=protocol.SNAPSHOT_SCAN)
+        rows = [protocol.row(run) for run in board.runs[: protocol.SNAPSHOT_ROWS]]
+        return json.dumps(protocol.snapshot(rows, board.counts, board.cursor))
+
+    return {
+        "board": _median_seconds(lambda: state.board(limit=protocol.SNAPSHOT_SCAN)),
+        "frame": _median_seconds(frame),
+        "scan": protocol.SNAPSHOT_SCAN,
+        "rows": protocol.SNAPSHOT_ROWS,
+        "runs": SNAPSHOT_RUNS,
+    }
+
+
+def _median_seconds(operation):
+    times = []
+    for _ in range(SNAPSHOT_REPEATS):
+        started = time.perf_counter()
+        operation()
+        times.append(time.perf_counter() - started)
+    return statistics.median(times)
+
+
+def _client_process(args):
+    return subprocess.Popen(
+        [sys.executable, "-m", "bench.live", *args],
+        cwd=BASE_DIR,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+
+
+def _latency_run(state, environment_id, pids, target, clients, rate, number):
+    """One run: `clients` sockets watch while `rate` changes a second are applied."""
+    total = rate * SECONDS
+    process = _client_process(["clients", *target, str(clients), str(total), str(number)])
+    if process.stdout.readline().strip() != "ready":
+        raise RuntimeError("the client process did not connect its sockets")
+    pids = {**pids, "redis": state.client.info("server")["process_id"], "clients": process.pid}
+    with RelayListener(environment_id, number, total) as listener:
+        before = _cpu_seconds(pids)
+        started = time.perf_counter()
+        applied = _write(state, rate, total, number)
+        writing = time.perf_counter() - started
+        cpu = {name: (after - before[name]) / writing for name, after in _cpu_seconds(pids).items()}
+        output, _ = process.communicate(json.dumps(applied))
+    cpu["others"] = cpu.pop("machine") - sum(cpu.values())
+    result = {
+        "clients": clients,
+        "rate": rate,
+        "achieved_rate": total / writing,
+        "cpu": cpu,
+        "relay": listener.summary(applied, writing),
+        **json.loads(output),
+    }
+    print(json.dumps(result), file=sys.stderr, flush=True)  # progress: a run takes a while
+    return result
+
+
+def _write(state, rate, total, number):
+    """Apply `total` changes, what is due every TICK; the time.time() each batch was sent."""
+    applied = [0.0] * total
+    sent = tick = 0
+    started = time.perf_counter()
+    while sent < total:
+        tick += 1
+        due = min(total, round(rate * TICK * tick))
+        version = time.time_ns() // 1000
+        batch = [_change(number, seq, version) for seq in range(sent, due)]
+        if batch:
+            at = time.time()
+            state.apply_batch(batch)
+            applied[sent:due] = [at] * len(batch)
+        sent = due
+        time.sleep(max(0.0, started + tick * TICK - time.perf_counter()))
+    return applied
+
+
+def _cpu_seconds(pids):
+    """{name: CPU seconds} of each process and its process group (a role's shell, daphne),
+    and of the whole machine."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    stats = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                fields = (entry / "stat").read_text().rpartition(")")[2].split()
+            except OSError:
+                continue
+            stats[int(entry.name)] = (int(fields[2]), int(fields[11]) + int(fields[12]))
+    cpu = {"coordinator": sum(os.times()[:2]), "machine": _machine_busy_seconds()}
+    for name, pid in pids.items():
+        used = sum(t for p, (group, t) in stats.items() if p == pid or group == pid)
+        cpu[name] = used / ticks
+    return cpu
+
+
+def _machine_busy_seconds():
+    """CPU seconds all cores spent on anything but idling: with ours taken out, what other
+    processes on the machine took from the run."""
+    user, nice, system, idle, iowait, *rest = map(int, Path("/proc/stat").read_text().split()[1:9])
+    return (user + nice + system + sum(rest)) / os.sysconf("SC_CLK_TCK")
+
+
+class RelayListener:
+    """A member of the environment's channel-layer group, in a thread of its own: when each
+    relay message arrives, and how many changes it carries (the relay alone, no websocket)."""
+
+    def __init__(self, environment_id, number, total):
+        self.group = f"live.environment.{environment_id}"
+        self.number, self.arrived = number, [0.0] * total
+        self.messages = self.changes = 0
+        self.ready, self.loop, self.stopping = threading.Event(), None, None
+        self.thread = threading.Thread(target=asyncio.run, args=(self._listen(),))
+
+    def __enter__(self):
+        self.thread.start()
+        self.ready.wait(10)
+        return self
+
+    def __exit__(self, *exc):
+        self.loop.call_soon_threadsafe(self.stopping.set)
+        self.thread.join(10)
+
+    async def _listen(self):
+        from channels.layers import get_channel_layer
+
+        layer = get_channel_layer()
+        channel = await layer.new_channel()
+        await layer.group_add(self.group, channel)
+        self.loop, self.stopping = asyncio.get_running_loop(), asyncio.Event()
+        self.ready.set()
+        stop = asyncio.create_task(self.stopping.wait())
+        while not stop.done():
+            receive = asyncio.create_task(layer.receive(channel))
+            await asyncio.wait({receive, stop}, return_when=asyncio.FIRST_COMPLETED)
+            if receive.done():
+                self._record(time.time(), receive.result())
+            else:
+                receive.cancel()
+        await layer.group_discard(self.group, channel)
+        await layer.close_pools()
+
+    def _record(self, at, message):
+        self.messages += 1
+        self.changes += len(message["changes"])
+        for change in message["changes"]:
+            seq = _seq_of(change["id"], self.number)
+            if seq is not None and not self.arrived[seq]:
+                self.arrived[seq] = at
+
+    def summary(self, applied, writing):
+        latencies = [a - s for a, s in zip(self.arrived, applied, strict=True) if a]
+        return {
+            "messages_per_second": self.messages / writing,
+            "changes_per_message": self.changes / max(1, self.messages),
+            **_percentiles(latencies, len(applied)),
+        }
+
+
+def _seq_of(run_id, number):
+    """The change's sequence number, or None for a run of another run (or the seeded ones)."""
+    if int(run_id[:8], 16) != number:
+        return None
+    return int(run_id[24:], 16)
+
+
+def _percentiles(latencies, expected):
+    """p50 and p99 in milliseconds over `expected` arrivals, those that never came counted as
+    slower than any (so a p99 with more than 1% missing is None)."""
+    ordered = sorted(latencies)
+    missing = expected - len(ordered)
+
+    def at(fraction):
+        index = min(expected - 1, int(fraction * expected))
+        return ordered[index] * 1000 if index < len(ordered) else None
+
+    return {"p50_ms": at(0.50), "p99_ms": at(0.99), "max_ms": at(1.0), "missing": missing}
+
+
+# The client process
+
+
+def clients(url, cookie, count, total, number):
+    """Open `count` sockets (each gets its snapshot), say "ready", record every change's first
+    arrival per socket until stdin brings the apply times, then print the joined figures."""
+    asyncio.run(_clients(url, cookie, int(count), int(total), int(number)))
+
+
+async def _clients(url, cookie, count, total, number):
+    gate = asyncio.Semaphore(CONNECTING)
+    watchers = await asyncio.gather(*(Watcher.open(url, cookie, total, gate) for _ in range(count)))
+    print("ready", flush=True)
+    receiving = [asyncio.create_task(w.receive(number)) for w in watchers]
+    applied = json.loads(await asyncio.to_thread(sys.stdin.read))
+    deadline = time.monotonic() + DRAIN_SECONDS
+    while time.monotonic() < deadline and not all(w.arrived[-1] for w in watchers):
+        await asyncio.sleep(0.1)
+    for task in receiving:
+        task.cancel()
+    await asyncio.gather(*(w.close(gate) for w in watchers))
+    print(json.dumps(_joined(watchers, applied)))
+
+
+def _joined(watchers, applied):
+    latencies = [
+        arrived - sent
+        for watcher in watchers
+        for arrived, sent in zip(watcher.arrived, applied, strict=True)
+        if arrived
+    ]
+    frames = sum(w.frames.get("delta", 0) for w in watchers) / len(watchers)
+    return {
+        **_percentiles(latencies, len(applied) * len(watchers)),
+        "delta_frames_per_socket": frames,
+        "other_frames": sum(sum(w.frames.values()) for w in watchers) - frames * len(watchers),
+        "closed": sum(w.closed for w in watchers),
+    }
+
+
+class Watcher:
+    """One browser: a websocket with the viewer's session cookie."""
+
+    def __init__(self, socket, total):
+        self.socket = socket
+        self.arrived = [0.0] * total
+        self.frames = {}
+        self.closed = False
+
+    @classmethod
+    async def open(cls, url, cookie, total, gate):
+        from websockets.asyncio.client import connect
+
+        async with gate:
+            socket = await connect(
+                url,
+                origin="http://127.0.0.1",
+                additional_headers={"Cookie": cookie},
+                max_size=None,
+                ping_interval=None,
+            )
+            frame = json.loads(await socket.recv())
+        if frame["type"] != "snapshot":
+            raise RuntimeError(f"expected a snapshot, got {frame['type']}")
+        return cls(socket, total)
+
+    async def receive(self, number):
+        import orjson
+        from websockets.exceptions import ConnectionClosed
+
+        try:
+            async for text in self.socket:
+                self._record(time.time(), orjson.loads(text), number)
+        except ConnectionClosed:
+            self.closed = True
+
+    async def close(self, gate):
+        """Closed CONNECTING at a time, as they were opened: hundreds of sockets closing at once
+        make as many consumers leave their group at once, beyond the channel layer's pool of
+        100 Redis connections (redis-py 8 then raises instead of waiting)."""
+        async with gate:
+            await self.socket.close()
+
+    def _record(self, at, frame, number):
+        """Changes of deltas and replays, and rows of a snapshot after a resync, all count."""
+        self.frames[frame["type"]] = self.frames.get(frame["type"], 0) + 1
+        for change in frame.get("changes", frame.get("rows", ())):
+            seq = _seq_of(change["id"], number)
+            if seq is not None and not self.arrived[seq]:
+                self.arrived[seq] = at
+
+
+def snapshots(url, cookie):
+    """Open a socket SNAPSHOT_REPEATS times, one after the other: seconds from connecting (and
+    from the handshake's end) to the snapshot frame, medians and the slowest."""
+    print(json.dumps(asyncio.run(_snapshots(url, cookie))))
+
+
+async def _snapshots(url, cookie):
+    from websockets.asyncio.client import connect
+
+    total, after_handshake, size = [], [], 0
+    for _ in range(SNAPSHOT_REPEATS):
+        started = time.perf_counter()
+        async with connect(
+            url, origin="http://127.0.0.1", additional_headers={"Cookie": cookie}, max_size=None
+        ) as socket:
+            opened = time.perf_counter()
+            text = await socket.recv()
+            arrived = time.perf_counter()
+        if json.loads(text)["type"] != "snapshot":
+            raise RuntimeError("expected a snapshot")
+        total.append(arrived - started)
+        after_handshake.append(arrived - opened)
+        size = len(text)
+    return {
+        "connect_median": statistics.median(total),
+        "connect_max": max(total),
+        "handshake_median": statistics.median(after_handshake),
+        "bytes": size,
+    }
+
+
+# The section of docs/benchmarks.md
+
+
+def write_section(output, results):
+    text = output.read_text() if output.exists() else "# Benchmarks\n"
+    before, _, rest = text.partition(SECTION)
+    after = rest[rest.find("\n## ") :] if "\n## " in rest else ""
+    output.write_text(before.rstrip("\n") + "\n\n" + _section(results) + after)
+
+
+def _ms(value):
+    return "missed" if value is None else f"{value:,.0f}" if value >= 10 else f"{value:.1f}"
+
+
+def _run_row(r):
+    cpu = r["cpu"]
+    relay = r["relay"]
+    return (
+        f"| {r['clients']} | {r['rate']:,} | {_ms(r['p50_ms'])} | {_ms(r['p99_ms'])} "
+        f"| {_ms(relay['p50_ms'])} / {_ms(relay['p99_ms'])} | {relay['messages_per_second']:.0f} "
+        f"({relay['changes_per_message']:.1f}) | {r['missing']:,} "
+        f"| {cpu['web']:.0%} / {cpu['relay']:.0%} / {cpu['redis']:.0%} / {cpu['clients']:.0%} |"
+    )
+
+
+def _section(r):
+    machine, board, snapshot = r["machine"], r["board"], r["snapshot"]
+    rows = "\n".join(_run_row(run) for run in r["runs"])
+    return f"""{SECTION}: from `apply` to the browsers
+
+`.venv/bin/python -m bench --only live` (bench/live.py) on {machine["date"]}, {machine["node"]}
+({machine["cores"]} cores, Python {machine["python"]}, Redis {machine["redis"]}). One private
+Redis holds the environment and is the hub's channel layer; `web` (daphne) and `relay` run as
+deployed (the Procfile's lines) over a SQLite database; the websockets, with a viewer's session
+cookie, live in one client process of their own. The writer applies new flow runs through
+`apply_batch`, what is due every {TICK * 1000:.0f} ms, for {SECONDS} s per row. Latency is from
+the call of `apply_batch` to a change's first arrival on each socket, over every socket and
+change (a change that had not arrived {DRAIN_SECONDS} s after the last write counts as slower
+than any). "Relay" is the same to a plain member of the environment's channel-layer group
+(the relay's message, no daphne, no websocket); its messages a second and, in brackets, changes
+per message. CPU is the share of one core each process used while the writer ran: web, relay,
+redis-server, the client process (the machine has {machine["cores"]}).
+
+| clients | changes/s | p50 ms | p99 ms | relay p50 / p99 ms | relay messages/s (changes each) | missing | CPU web / relay / redis / clients |
+| --- | --- | --- | --- | --- | --- | --- | --- |
+{rows}
+
+Snapshot of an environment holding {board["runs"]:,} flow runs: the consumer reads the newest
+{board["scan"]:,} (`board(limit={board["scan"]})`, {board["board"] * 1000:.1f} ms alone, median of
+{SNAPSHOT_REPEATS}; {board["frame"] * 1000:.1f} ms with the {board["rows"]} rows of the frame as dicts
+and JSON); a socket gets its snapshot frame ({snapshot["bytes"]:,} bytes)
+{snapshot["connect_median"] * 1000:.1f} ms after it starts connecting (median of {SNAPSHOT_REPEATS},
+slowest {snapshot["connect_max"] * 1000:.1f} ms), {snapshot["handshake_median"] * 1000:.1f} ms after
+its handshake ended (the session and access check, the group, the board and the frame).
+Targets: p99 under 100 ms at 1,000 changes a second with 100 clients, under 250 ms with 500;
+a snapshot under 50 ms.
+"""
+
+
+if __name__ == "__main__":
+    role, *arguments = sys.argv[1:]
+    if role == "measure":
+        os.environ.setdefault("DJANGO_SETTINGS_MODULE", "pipelinehub.settings")
+        import django
+
+        django.setup()
+        print(json.dumps(measure(*arguments)))
+    else:
+        {"clients": clients, "snapshot": snapshots}[role](*arguments)

@@ -1,0 +1,103 @@
+"""Ingest under real traffic: a burst that overflows Prefect's live backlog, a Redis target
+that stops answering, and events nobody should send. Real Prefect server, real Redis."""
+
+import asyncio
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from pipelinehub.credentials.models import SecretRef
+from pipelinehub.environments.models import Environment, PrefectWorkspace, RedisTarget, Team
+from pipelinehub.sync.models import ReconcileReport
+from pipelinehub.sync.prefect import RUN_EVENT_PREFIXES, rest_client
+from pipelinehub.sync.reads import events
+
+from .prefect.fixtures import assert_mirrors_prefect
+from .prefect.server import AUTH_STRING
+
+pytestmark = pytest.mark.prefect
+FLOWS = Path(__file__).parent / "prefect" / "flows.py"
+BURSTS = 3  # flows at once, each mapping 300 tasks: about 2,700 events in under a minute
+
+
+def test_a_burst_beyond_the_live_backlog_converges_without_reconcile(
+    prefect_server, prefect_environment, ingest
+):
+    ingest.start()
+    ingest.wait_for_log("live environments=")
+    started = datetime.now(UTC)
+    flows = [
+        subprocess.Popen(
+            [sys.executable, str(FLOWS), "burst"],
+            env=prefect_server.client_env(),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
+        for _ in range(BURSTS)
+    ]
+    for process in flows:
+        assert process.wait(300) == 0, process.stderr.read()[-2000:]
+
+    flows_done = time.monotonic()
+    assert_mirrors_prefect(prefect_environment, timeout=30)
+    converged = time.monotonic() - flows_done
+
+    persisted = _persisted_events(prefect_environment, started)
+    delivered = sum(map(int, re.findall(r"source=live events=(\d+)", ingest.log())))
+    print(
+        f"\nburst: {persisted} events persisted, {delivered} delivered live, "
+        f"Redis equal to Prefect {converged:.1f} s after the last flow ended"
+    )
+    assert delivered < persisted, "the burst did not overflow the live stream: make it bigger"
+    # Only the first catch-up reconciled: the rest was the follow-up's doing.
+    assert ReconcileReport.objects.filter(environment=prefect_environment).count() == 1
+
+
+def test_a_redis_that_stops_answering_stalls_only_its_own_environment(
+    prefect_server, prefect_environment, private_redis, ingest
+):
+    paused = environment_on(prefect_server, "127.0.0.1", private_redis.port)
+    ingest.start()
+    ingest.wait_for_log("live environments=", count=2)
+    os.kill(private_redis.process.pid, signal.SIGSTOP)
+    try:
+        prefect_server.run_flows("ok,fail")
+        assert_mirrors_prefect(prefect_environment, timeout=30)
+    finally:
+        os.kill(private_redis.process.pid, signal.SIGCONT)
+    assert_mirrors_prefect(paused, timeout=60)
+
+
+def environment_on(prefect_server, host, port):
+    """Another team's environment on the test Prefect server, in a Redis of the test's own."""
+    name = uuid.uuid4().hex[:8]
+    key = SecretRef.objects.create(name=f"prefect/{name}")
+    key.store(AUTH_STRING)
+    return Environment.objects.create(
+        team=Team.objects.create(slug=f"t{name}", name=name),
+        slug="dev",
+        workspace=PrefectWorkspace.objects.create(
+            name=name, api_url=prefect_server.api_url, api_key=key
+        ),
+        redis_target=RedisTarget.objects.create(name=name, host=host, port=port),
+    )
+
+
+def _persisted_events(environment, since):
+    async def count():
+        total = 0
+        async with rest_client(environment.workspace) as client:
+            until = datetime.now(UTC) + timedelta(minutes=1)
+            async for page in events(client, since, until, RUN_EVENT_PREFIXES):
+                total += len(page)
+        return total
+
+    return asyncio.run(count())
