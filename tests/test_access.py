@@ -35,8 +35,9 @@ LIBRARY_PREFIXES = {
 # URLs without an environment), then by role.
 HTTP_EXPECTATIONS = {
     "healthz": {"any": dict.fromkeys(ROLES, 200)},
-    "home": {"any": {"anonymous": 302, "outsider": 403, "viewer": 200, "operator": 200,
-                     "admin": 200}},
+    "home": {
+        "any": {"anonymous": 302, "outsider": 403, "viewer": 200, "operator": 200, "admin": 200}
+    },
     "environment_settings": {
         "own": {"anonymous": 302, "outsider": 404, "viewer": 403, "operator": 403, "admin": 200},
         "other": {"anonymous": 302, "outsider": 404, "viewer": 404, "operator": 404, "admin": 404},
@@ -61,8 +62,13 @@ HTTP_EXPECTATIONS = {
 # code the server answers with (4403: not allowed, 4404: no such environment).
 WEBSOCKET_EXPECTATIONS = {
     "live_environment": {
-        "own": {"anonymous": 4403, "outsider": 4403, "viewer": "open", "operator": "open",
-                "admin": "open"},
+        "own": {
+            "anonymous": 4403,
+            "outsider": 4403,
+            "viewer": "open",
+            "operator": "open",
+            "admin": "open",
+        },
         "other": dict.fromkeys(ROLES, 4403),
     },
 }
@@ -109,11 +115,13 @@ HTTP_CASES = [
 def client_as(db, client, redis_client):
     """A client signed in (through the SSO backend) as one of ROLES in team alpha; team beta
     exists too, with an environment of the same name. Both hold flow run RUN_ID in Redis."""
-    environments = [factories.environment(factories.team(slug), "dev")
-                    for slug in ("alpha", "beta")]
+    environments = [
+        factories.environment(factories.team(slug), "dev") for slug in ("alpha", "beta")
+    ]
     for environment in environments:
         EnvironmentState.for_environment(environment).apply(
-            RunChange("flow", RUN_ID, 1_764_000_000_000_000, "RUNNING", "Running"))
+            RunChange("flow", RUN_ID, 1_764_000_000_000_000, "RUNNING", "Running")
+        )
 
     def sign_in(role):
         if role != "anonymous":

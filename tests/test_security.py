@@ -35,14 +35,20 @@ def settings_in_subprocess(expression, **env):
     code = f"import pipelinehub.settings as s; print(repr({expression}))"
     clean = {k: v for k, v in os.environ.items() if not k.startswith("OKTA_")}
     return subprocess.run(
-        [sys.executable, "-c", code], env={**clean, **env}, capture_output=True, text=True,
+        [sys.executable, "-c", code],
+        env={**clean, **env},
+        capture_output=True,
+        text=True,
         check=False,
     )
 
 
 def test_okta_settings_come_from_the_environment():
-    okta = {"OKTA_SERVER_URL": "https://example.okta.com/oauth2/default/",
-            "OKTA_CLIENT_ID": "cid", "OKTA_CLIENT_SECRET": "shh"}
+    okta = {
+        "OKTA_SERVER_URL": "https://example.okta.com/oauth2/default/",
+        "OKTA_CLIENT_ID": "cid",
+        "OKTA_CLIENT_SECRET": "shh",
+    }
     result = settings_in_subprocess(
         "(s.SOCIALACCOUNT_PROVIDERS['openid_connect']['APPS'][0]['settings']['server_url'],"
         " s.CONTENT_SECURITY_POLICY['DIRECTIVES']['form-action'])",

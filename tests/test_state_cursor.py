@@ -3,6 +3,7 @@ contracts the live board and the in-flight check build on, against the real Redi
 
 import asyncio
 import os
+import time
 import uuid
 
 import pytest
@@ -97,21 +98,22 @@ def test_the_in_flight_index_holds_unfinished_runs_only(state):
 
 def test_counts_are_exact_for_the_whole_environment_whatever_the_order(state):
     day = 86_400 * 1_000_000
+    now = time.time_ns() // 1000 - 60_000_000
     a, b, c = (str(uuid.uuid4()) for _ in range(3))
     state.apply_batch(
         [
-            flow("RUNNING", T0, run_id=a),
-            flow("COMPLETED", T0 + 2, run_id=a),
-            flow("PENDING", T0 + 1, run_id=a),  # late: changes nothing
-            flow("RUNNING", T0, run_id=b),
-            flow("FAILED", T0 - 2 * day, run_id=c),  # finished, but before the last day
+            flow("RUNNING", now, run_id=a),
+            flow("COMPLETED", now + 2, run_id=a),
+            flow("PENDING", now + 1, run_id=a),  # late: changes nothing
+            flow("RUNNING", now, run_id=b),
+            flow("FAILED", now - 2 * day, run_id=c),  # finished, but before the last day
         ]
     )
-    assert state.counts(T0 + 10).in_flight == {"RUNNING": 1}
-    assert state.counts(T0 + 10).finished_24h == {"COMPLETED": 1}
-    state.apply(flow("SCHEDULED", T0 + 5, run_id=a))  # retried: in flight again
+    assert state.counts(now + 10).in_flight == {"RUNNING": 1}
+    assert state.counts(now + 10).finished_24h == {"COMPLETED": 1}
+    state.apply(flow("SCHEDULED", now + 5, run_id=a))  # retried: in flight again
     state.remove("flow", [b])
-    counts = state.counts(T0 + 10)
+    counts = state.counts(now + 10)
     assert (counts.in_flight, counts.finished_24h) == ({"SCHEDULED": 1}, {})
 
 

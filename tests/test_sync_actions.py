@@ -1,7 +1,6 @@
 """Retry and cancel through the real Prefect server, refusals included (see also
 test_run_service.py for the service's own checks)."""
 
-import asyncio
 import uuid
 
 import pytest
@@ -12,36 +11,12 @@ from prefect.states import Completed, Running
 
 from pipelinehub.accounts.models import Membership
 from pipelinehub.audit.models import AuditEvent
-from pipelinehub.sync.prefect import rest_client
 from pipelinehub.sync.reconcile import reconcile
 from pipelinehub.sync.runs import perform
 
+from .prefect.fixtures import deployment_run, prefect
+
 pytestmark = pytest.mark.prefect
-
-
-def prefect(environment, operation):
-    async def run():
-        async with rest_client(environment.workspace) as client:
-            return await operation(client)
-
-    return asyncio.run(run())
-
-
-def deployment_run(environment, state=None):
-    """A flow run of a deployment (no worker: the test moves its states itself)."""
-
-    async def create(client):
-        flow = Flow(lambda: None, name=f"ph-deployed-{uuid.uuid4().hex[:6]}")
-        flow_id = await client.create_flow(flow)
-        deployment_id = await client.create_deployment(
-            flow_id=flow_id, name="nightly", entrypoint="flows.py:nightly"
-        )
-        run = await client.create_flow_run_from_deployment(deployment_id)
-        if state is not None:
-            await client.set_flow_run_state(run.id, state, force=True)
-        return run.id
-
-    return prefect(environment, create)
 
 
 def state_of(environment, run_id):

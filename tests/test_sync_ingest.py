@@ -11,16 +11,19 @@ import time
 import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from uuid import UUID
 
 import pytest
+from prefect.states import Running
 
 from pipelinehub.credentials.models import SecretRef
 from pipelinehub.environments.models import Environment, PrefectWorkspace, RedisTarget, Team
+from pipelinehub.state.store import EnvironmentState
 from pipelinehub.sync.models import ReconcileReport
 from pipelinehub.sync.prefect import RUN_EVENT_PREFIXES, rest_client
 from pipelinehub.sync.reads import events
 
-from .prefect.fixtures import assert_mirrors_prefect
+from .prefect.fixtures import assert_mirrors_prefect, deployment_run, prefect, wait_until
 from .prefect.server import AUTH_STRING
 
 pytestmark = pytest.mark.prefect
@@ -47,7 +50,11 @@ def test_a_burst_beyond_the_live_backlog_converges_without_reconcile(
         assert process.wait(300) == 0, process.stderr.read()[-2000:]
 
     flows_done = time.monotonic()
-    assert_mirrors_prefect(prefect_environment, timeout=30)
+    try:
+        assert_mirrors_prefect(prefect_environment, timeout=30)
+    except AssertionError as failure:
+        passes = [line for line in ingest.log().splitlines() if "follow-up" in line]
+        raise AssertionError(f"{failure}\nfollow-up passes:\n" + "\n".join(passes[-20:])) from None
     converged = time.monotonic() - flows_done
 
     persisted = _persisted_events(prefect_environment, started)
@@ -101,3 +108,20 @@ def _persisted_events(environment, since):
         return total
 
     return asyncio.run(count())
+
+
+def test_a_run_deleted_in_prefect_while_in_flight_leaves_redis(
+    prefect_server, prefect_environment, ingest
+):
+    """The follow-up asks Prefect by id about runs held unfinished and unchanged for a while;
+    one Prefect no longer has is removed (with its removal on the change stream)."""
+    ingest.start()
+    ingest.wait_for_log("live environments=")
+    run_id = str(deployment_run(prefect_environment, Running()))
+    state = EnvironmentState.for_environment(prefect_environment)
+    wait_until(lambda: state.records("flow", [run_id]), 30, lambda: "the run never arrived")
+    cursor = state.cursor()
+    prefect(prefect_environment, lambda client: client.delete_flow_run(UUID(run_id)))
+    wait_until(lambda: not state.records("flow", [run_id]), 90, lambda: ingest.tail())
+    removals = [e.run_id for e in state.changes_since(cursor).entries if e.run is None]
+    assert run_id in removals

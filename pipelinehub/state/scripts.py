@@ -41,11 +41,16 @@ def prelude():
 
 
 # A flow run goes from state `old` (nil: new) to `new` (nil: removed): the in-flight counts hash
-# and the finished sets follow. `finished` is the index of the first finished key in KEYS.
+# and the finished sets follow. `finished` is the index of the first finished key in KEYS; a run
+# that finished before `since` (a day ago) is no longer in the finished sets' window.
 _COUNTED = """
-local function counted(counts, finished, run_id, old, new, version)
+local function counted(counts, finished, run_id, old, new, version, since)
+  local function finish(state)
+    if version < since then return end
+    redis.call('ZADD', KEYS[finished + TERMINAL[state]], version, run_id)
+  end
   if old == new then
-    if TERMINAL[new] then redis.call('ZADD', KEYS[finished + TERMINAL[new]], version, run_id) end
+    if TERMINAL[new] then finish(new) end
     return
   end
   if old then
@@ -53,8 +58,7 @@ local function counted(counts, finished, run_id, old, new, version)
     else redis.call('HINCRBY', counts, old, -1) end
   end
   if new then
-    if TERMINAL[new] then redis.call('ZADD', KEYS[finished + TERMINAL[new]], version, run_id)
-    else redis.call('HINCRBY', counts, new, 1) end
+    if TERMINAL[new] then finish(new) else redis.call('HINCRBY', counts, new, 1) end
   end
 end
 """

@@ -8,6 +8,7 @@ form adds only the I/O. Every write goes through a Lua script (scripts.py), so w
 atomic, idempotent and independent of arrival order.
 """
 
+import time
 from collections import Counter
 from dataclasses import dataclass, field
 
@@ -107,6 +108,7 @@ class _Vocabulary:
             self.ttl,
             self.stream_maxlen,
             change.flow_run_id,
+            time.time_ns() // 1000 - DAY_MICROS,
         ]
         return keys, args
 

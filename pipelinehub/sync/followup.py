@@ -12,21 +12,21 @@ every few seconds reads what can have been lost, from them:
   subflow's wrapper task), read by state rather than by event, so a burst of thousands of task
   events costs a few pages;
 - by id, the runs Redis holds unfinished that have not changed for a while: a state whose event
-  was lost, wherever it was.
+  was lost, wherever it was; a run Prefect no longer has (deleted) is removed.
 
 Everything it reads goes through `apply`, which keeps whatever is newer, so reading a run twice
 is harmless.
 """
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import timedelta
 
 from pipelinehub.state.records import to_micros
 
 from . import reads
 from .mapping import change_from_flow_run, change_from_task_run, changes_from_events
-from .selecting import admitted_events
+from .selecting import admits_run, admitted_events
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +43,9 @@ STALE = timedelta(seconds=30)  # unfinished runs unchanged this long are re-read
 class PassResult:
     changes: list
     malformed: int = 0
+    # Runs held unfinished that Prefect, asked by id, does not have (deleted, or no longer in
+    # the environment's selection): {"flow": ids, "task": ids}.
+    gone: dict = field(default_factory=dict)
 
 
 async def follow_up(client, state, since, now, selection):
@@ -57,11 +60,19 @@ async def follow_up(client, state, since, now, selection):
     _add(result, task_runs, change_from_task_run)
 
     stale_before = to_micros(now - STALE)
-    stale_flows = await state.inflight("flow", changed_before=stale_before)
-    _add(result, await reads.flow_runs_by_id(client, stale_flows), change_from_flow_run)
+    stale_flows = set(await state.inflight("flow", changed_before=stale_before))
+    flow_runs = [
+        run
+        for run in await reads.flow_runs_by_id(client, stale_flows)
+        if admits_run(selection, run)
+    ]
+    _add(result, flow_runs, change_from_flow_run)
+    result.gone["flow"] = stale_flows - {str(run.id) for run in flow_runs}
     seen_tasks = {str(run.id) for run in task_runs}
     stale_tasks = set(await state.inflight("task", changed_before=stale_before)) - seen_tasks
-    _add(result, await reads.task_runs_by_id(client, stale_tasks), change_from_task_run)
+    found_tasks = await reads.task_runs_by_id(client, stale_tasks)
+    _add(result, found_tasks, change_from_task_run)
+    result.gone["task"] = stale_tasks - {str(run.id) for run in found_tasks}
     return result
 
 

@@ -110,18 +110,24 @@ class EnvironmentIngest:
                 async with rest_client(self.workspace) as client:
                     found = await follow_up(client, state, watermark, started, self.selection)
                 applied = sum(await state.apply_batch(found.changes))
+                for kind, run_ids in found.gone.items():
+                    await state.remove(kind, run_ids)
                 await state.set_meta(ingest_watermark=started.isoformat())
                 watermark = started
             except Exception as exc:  # the live stream goes on; the next pass tries again
                 log.warning("ingest environment=%s follow-up failed: %s", self.environment, exc)
                 continue
-            if applied or found.malformed:
+            removed = sum(map(len, found.gone.values()))
+            if applied or found.malformed or removed:
                 log.info(
-                    "ingest environment=%s source=follow-up read=%d applied=%d malformed=%d",
+                    "ingest environment=%s source=follow-up read=%d applied=%d removed=%d "
+                    "malformed=%d pass_ms=%d",
                     self.environment,
                     len(found.changes),
                     applied,
+                    removed,
                     found.malformed,
+                    (datetime.now(UTC) - started).total_seconds() * 1000,
                 )
 
     async def consume(self, subscriber, state):

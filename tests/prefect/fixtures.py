@@ -6,6 +6,7 @@ import time
 import uuid
 
 import pytest
+from prefect.flows import Flow
 
 from pipelinehub.credentials.models import SecretRef
 from pipelinehub.environments.models import Environment, PrefectWorkspace, RedisTarget, Team
@@ -140,3 +141,28 @@ def private_redis(tmp_path):
     server.start()
     yield server
     server.stop()
+
+
+def prefect(environment, operation):
+    async def run():
+        async with rest_client(environment.workspace) as client:
+            return await operation(client)
+
+    return asyncio.run(run())
+
+
+def deployment_run(environment, state=None):
+    """A flow run of a deployment (no worker: the test moves its states itself)."""
+
+    async def create(client):
+        flow = Flow(lambda: None, name=f"ph-deployed-{uuid.uuid4().hex[:6]}")
+        flow_id = await client.create_flow(flow)
+        deployment_id = await client.create_deployment(
+            flow_id=flow_id, name="nightly", entrypoint="flows.py:nightly"
+        )
+        run = await client.create_flow_run_from_deployment(deployment_id)
+        if state is not None:
+            await client.set_flow_run_state(run.id, state, force=True)
+        return run.id
+
+    return prefect(environment, create)

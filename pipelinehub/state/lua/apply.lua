@@ -11,7 +11,8 @@
 --         check and the detectors read instead of decoding every record,
 --       flow run only: 6 the in-flight counts hash, 7.. the finished sets (see `counted`).
 -- ARGV: 1 kind ("flow" or "task"), 2 the run id, 3 the change (records.py layout, msgpack),
---       4 seconds finished runs are kept, 5 the stream's MAXLEN, 6 task run: its flow run id.
+--       4 seconds finished runs are kept, 5 the stream's MAXLEN, 6 task run: its flow run id,
+--       7 a day ago (a version): runs that finished before it stay out of the finished sets.
 --
 -- The merge makes the result independent of arrival order and duplication: the newest state
 -- wins (by version, ties broken by the state itself), start is the earliest seen, the run count
@@ -65,7 +66,8 @@ else
   redis.call('ZADD', KEYS[5], record[F.version], run_id)
 end
 if kind == 'flow' then
-  counted(KEYS[6], 7, run_id, stored and stored[F.state_type], record[F.state_type], record[F.version])
+  local old_state = stored and stored[F.state_type]
+  counted(KEYS[6], 7, run_id, old_state, record[F.state_type], record[F.version], tonumber(ARGV[7]))
   redis.call('HSET', KEYS[1], run_id, encoded)
   redis.call('ZADD', KEYS[3], record[F.version], run_id)
   if terminal then redis.call('EXPIRE', KEYS[4], ttl) else redis.call('PERSIST', KEYS[4]) end

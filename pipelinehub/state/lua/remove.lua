@@ -11,7 +11,7 @@ local raw
 if kind == 'flow' then
   raw = redis.call('HGET', KEYS[1], run_id)
   if not raw then return 0 end
-  counted(KEYS[6], 7, run_id, cmsgpack.unpack(raw)[F.state_type], nil, 0)
+  counted(KEYS[6], 7, run_id, cmsgpack.unpack(raw)[F.state_type], nil, 0, 0)
   redis.call('HDEL', KEYS[1], run_id)
   redis.call('ZREM', KEYS[3], run_id)
   redis.call('DEL', KEYS[4])

@@ -48,7 +48,7 @@ class Command(BaseCommand):
             self.disable()
             return
         if not (prefect_url and redis_url):
-            raise CommandError("Give --prefect-url and --redis-url (or --check).")
+            raise CommandError("Give --prefect-url and --redis-url (or --check, or --disable).")
         try:
             with transaction.atomic():
                 self.set_up(prefect_url, redis_url)
