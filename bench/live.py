@@ -44,7 +44,7 @@ DRAIN_SECONDS = 15  # after the last write, how long the clients may take to rec
 CONNECTING = 10  # sockets opened at once
 SNAPSHOT_RUNS = 10_000
 SNAPSHOT_REPEATS = 30
-SECTION = "## The live board"
+SECTION = "## Live board"
 TEAM = "bench"
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -583,7 +583,9 @@ daphne process, on one core, so does sockets × messages a second × the µs abo
 sockets it is saturated and falls seconds behind, and beyond 100 queued messages per process
 channels_redis drops messages, which every consumer then reads back from the stream. The relay
 and Redis take a few percent; the relay's own latency is mostly its interval. Profiled with
-py-spy at 500 sockets, the per-consumer receive and the per-socket write are most of web's time.
+py-spy: at 500 sockets the per-consumer receive and the per-socket write are most of web's time;
+at 100, web is not saturated, and the p99 comes from stretches of 150 to 190 ms in which its
+loop runs nothing but the consumers' receive loops.
 What would meet the 500-socket target: one channel-layer member per process and environment
 that hands each message to the process's sockets itself (merging messages that queued while it
 was sending), which removes the per-consumer receive; then daphne's per-socket write is what is

@@ -145,7 +145,14 @@ CACHES = {
 CHANNEL_LAYERS = {
     "default": {
         "BACKEND": "channels_redis.core.RedisChannelLayer",
-        "CONFIG": {"hosts": [REDIS_URL], "prefix": "pipelinehub:asgi"},
+        # channels_redis waits 5 s in BZPOPMIN, redis-py 8 times reads out after 5 s by default:
+        # without a longer timeout, a consumer with nothing to receive for 5 s dies (1011)
+        # (django/channels_redis#422). redis-py 8 also caps a pool at 100 connections and raises
+        # beyond, which hundreds of sockets closing at once reach.
+        "CONFIG": {
+            "hosts": [{"address": REDIS_URL, "socket_timeout": 30, "max_connections": 2000}],
+            "prefix": "pipelinehub:asgi",
+        },
     }
 }
 
@@ -203,8 +210,9 @@ SOCIALACCOUNT_PROVIDERS = okta_providers(
     env.str("OKTA_CLIENT_ID", default=""),
     env.str("OKTA_CLIENT_SECRET", default=""),
 )
-if OKTA_SERVER_URL and not all(env.str(name, default="") for name in
-                               ("OKTA_CLIENT_ID", "OKTA_CLIENT_SECRET")):
+if OKTA_SERVER_URL and not all(
+    env.str(name, default="") for name in ("OKTA_CLIENT_ID", "OKTA_CLIENT_SECRET")
+):
     raise ImproperlyConfigured("OKTA_SERVER_URL needs OKTA_CLIENT_ID and OKTA_CLIENT_SECRET.")
 LOGIN_REDIRECT_URL = "/"
 

@@ -93,6 +93,24 @@ async def test_changes_arrive_as_deltas_through_the_relay(board):
         relay.cancel()
 
 
+async def test_a_quiet_socket_stays_open_and_still_gets_changes(board):
+    """Nothing to send for longer than the channel layer's blocking wait (5 s) is normal for
+    a board: the socket must stay open and deliver the next change."""
+    environment, state, membership = board
+    relay = asyncio.create_task(StreamRelay([environment]).run_forever())
+    try:
+        ws, _ = await connect(membership.user, PATH)
+        await ws.receive_json_from()
+        assert await ws.receive_nothing(timeout=7)
+        change = flow()
+        await sync_to_async(state.apply)(change)
+        frame = await ws.receive_json_from(timeout=10)
+        assert (frame["type"], frame["changes"][0]["id"]) == ("delta", change.id)
+        await ws.disconnect()
+    finally:
+        relay.cancel()
+
+
 async def test_a_client_resumes_after_its_cursor(board):
     environment, state, membership = board
     await sync_to_async(state.apply)(flow())

@@ -76,7 +76,7 @@ def test_a_retried_run_is_no_longer_finished_and_stays(state):
 
 
 def test_pruning_walks_past_long_running_runs(state, monkeypatch):
-    monkeypatch.setattr("pipelinehub.state.store.PRUNE_CHUNK", 2)  # several chunks of them
+    monkeypatch.setattr("pipelinehub.state.vocabulary.PRUNE_CHUNK", 2)  # several chunks of them
     for i in range(5):
         state.apply(flow("RUNNING", T0 + i, run_id=str(uuid.UUID(int=i))))
     for i in range(3):

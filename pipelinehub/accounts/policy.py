@@ -23,8 +23,11 @@ class Action(StrEnum):
     ADMINISTER = "administer"  # edit the environment's non-secret settings
 
 
-MINIMUM_ROLE = {Action.VIEW: Role.VIEWER, Action.OPERATE: Role.OPERATOR,
-                Action.ADMINISTER: Role.ADMIN}
+MINIMUM_ROLE = {
+    Action.VIEW: Role.VIEWER,
+    Action.OPERATE: Role.OPERATOR,
+    Action.ADMINISTER: Role.ADMIN,
+}
 
 
 def roles_allowed(action):
@@ -47,9 +50,7 @@ def teams_for(user, action):
         return Team.objects.none()
     if _unrestricted(user):
         return Team.objects.all()
-    return Team.objects.filter(
-        memberships__user=user, memberships__role__in=roles_allowed(action)
-    )
+    return Team.objects.filter(memberships__user=user, memberships__role__in=roles_allowed(action))
 
 
 def environments_for(user, action):
@@ -67,8 +68,10 @@ def environment_or_404(user, action, team_slug, environment_slug):
     teams' environments are indistinguishable from missing ones), 403 when they may see it but
     not do `action`."""
     try:
-        environment = environments_for(user, Action.VIEW).select_related("team").get(
-            team__slug=team_slug, slug=environment_slug
+        environment = (
+            environments_for(user, Action.VIEW)
+            .select_related("team")
+            .get(team__slug=team_slug, slug=environment_slug)
         )
     except Environment.DoesNotExist:
         raise Http404("No such environment.") from None

@@ -6,40 +6,113 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     initial = True
 
     dependencies = [
-        ('environments', '0001_initial'),
+        ("environments", "0001_initial"),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 
     operations = [
         migrations.CreateModel(
-            name='RoleMapping',
+            name="RoleMapping",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('group', models.CharField(help_text="An Okta group name, or with 'pattern' on a regular expression that must match the whole name, e.g. pipelinehub-(?P<team>[a-z0-9-]+)-(?P<role>viewer|operator|admin).", max_length=200, verbose_name='SSO group')),
-                ('is_pattern', models.BooleanField(default=False, help_text="Treat the group as a regular expression. Its named groups 'team' (a team's slug) and 'role' stand in for the fields below.", verbose_name='pattern')),
-                ('role', models.CharField(blank=True, choices=[('viewer', 'Viewer: sees the boards'), ('operator', 'Operator: also retries and cancels runs'), ('admin', "Admin: also edits the team's environments' settings")], help_text='Required unless the pattern has a (?P<role>...) group.', max_length=16)),
-                ('team', models.ForeignKey(blank=True, help_text='Required unless the pattern has a (?P<team>...) group.', null=True, on_delete=django.db.models.deletion.CASCADE, related_name='role_mappings', to='environments.team')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                (
+                    "group",
+                    models.CharField(
+                        help_text="An Okta group name, or with 'pattern' on a regular expression that must match the whole name, e.g. pipelinehub-(?P<team>[a-z0-9-]+)-(?P<role>viewer|operator|admin).",
+                        max_length=200,
+                        verbose_name="SSO group",
+                    ),
+                ),
+                (
+                    "is_pattern",
+                    models.BooleanField(
+                        default=False,
+                        help_text="Treat the group as a regular expression. Its named groups 'team' (a team's slug) and 'role' stand in for the fields below.",
+                        verbose_name="pattern",
+                    ),
+                ),
+                (
+                    "role",
+                    models.CharField(
+                        blank=True,
+                        choices=[
+                            ("viewer", "Viewer: sees the boards"),
+                            ("operator", "Operator: also retries and cancels runs"),
+                            ("admin", "Admin: also edits the team's environments' settings"),
+                        ],
+                        help_text="Required unless the pattern has a (?P<role>...) group.",
+                        max_length=16,
+                    ),
+                ),
+                (
+                    "team",
+                    models.ForeignKey(
+                        blank=True,
+                        help_text="Required unless the pattern has a (?P<team>...) group.",
+                        null=True,
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="role_mappings",
+                        to="environments.team",
+                    ),
+                ),
             ],
             options={
-                'ordering': ['group'],
+                "ordering": ["group"],
             },
         ),
         migrations.CreateModel(
-            name='Membership',
+            name="Membership",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('role', models.CharField(choices=[('viewer', 'Viewer: sees the boards'), ('operator', 'Operator: also retries and cancels runs'), ('admin', "Admin: also edits the team's environments' settings")], max_length=16)),
-                ('updated', models.DateTimeField(auto_now=True)),
-                ('team', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='memberships', to='environments.team')),
-                ('user', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='memberships', to=settings.AUTH_USER_MODEL)),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                (
+                    "role",
+                    models.CharField(
+                        choices=[
+                            ("viewer", "Viewer: sees the boards"),
+                            ("operator", "Operator: also retries and cancels runs"),
+                            ("admin", "Admin: also edits the team's environments' settings"),
+                        ],
+                        max_length=16,
+                    ),
+                ),
+                ("updated", models.DateTimeField(auto_now=True)),
+                (
+                    "team",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="memberships",
+                        to="environments.team",
+                    ),
+                ),
+                (
+                    "user",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="memberships",
+                        to=settings.AUTH_USER_MODEL,
+                    ),
+                ),
             ],
             options={
-                'ordering': ['team__slug', 'user__username'],
-                'constraints': [models.UniqueConstraint(fields=('user', 'team'), name='unique_membership_per_team')],
+                "ordering": ["team__slug", "user__username"],
+                "constraints": [
+                    models.UniqueConstraint(
+                        fields=("user", "team"), name="unique_membership_per_team"
+                    )
+                ],
             },
         ),
     ]
