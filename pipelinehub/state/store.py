@@ -84,7 +84,8 @@ class EnvironmentState(_Vocabulary):
 
     def apply_batch(self, changes):
         """Apply many changes pipelined, a round trip per BATCH; one bool per change, in order."""
-        calls = [("apply", self._apply_call(change)) for change in changes]
+        day_ago = self._day_ago()
+        calls = [("apply", self._apply_call(change, day_ago)) for change in changes]
         return [bool(reply) for reply in self._run_all(calls)]
 
     def remove(self, kind, run_ids):
@@ -244,7 +245,8 @@ class AsyncEnvironmentState(_Vocabulary):
         return bool(await self._run("apply", self._apply_call(change)))
 
     async def apply_batch(self, changes):
-        calls = [("apply", self._apply_call(change)) for change in changes]
+        day_ago = self._day_ago()
+        calls = [("apply", self._apply_call(change, day_ago)) for change in changes]
         return [bool(reply) for reply in await self._run_all(calls)]
 
     async def remove(self, kind, run_ids):

@@ -76,19 +76,22 @@ class _Vocabulary:
     """
 
     def __init__(self, prefix, finished_ttl_seconds, stream_maxlen):
-        self.keys = Keyspace(prefix)
+        self.keys = ks = Keyspace(prefix)
         self.ttl = int(finished_ttl_seconds)
         self.stream_maxlen = stream_maxlen or settings.STATE_STREAM_MAXLEN
+        # Built once: apply is the hot path, and most of its keys are the same for every run.
+        self._finished = [ks.finished(state) for state in FINISHED_ORDER]
+        self._flow_tail = [ks.inflight("flow"), ks.counts, *self._finished]
 
-    def _apply_call(self, change):
+    def _apply_call(self, change, day_ago=None):
+        """Keys and arguments of apply.lua for `change`; `day_ago` (a version) may be given
+        once for a whole batch."""
         ks = self.keys
         if change.kind == "flow":
-            keys = [ks.flow_runs, ks.changes, ks.runs, ks.tasks_of(change.id)]
+            keys = [ks.flow_runs, ks.changes, ks.runs, ks.tasks_of(change.id), *self._flow_tail]
         else:
             keys = [ks.task(change.id), ks.changes, ks.tasks_of(change.flow_run_id), ks.flow_runs]
-        keys.append(ks.inflight(change.kind))
-        if change.kind == "flow":
-            keys += [ks.counts, *self._finished_keys()]
+            keys.append(ks.inflight("task"))
         args = [
             change.kind,
             change.id,
@@ -96,9 +99,13 @@ class _Vocabulary:
             self.ttl,
             self.stream_maxlen,
             change.flow_run_id,
-            time.time_ns() // 1000 - DAY_MICROS,
+            day_ago or self._day_ago(),
         ]
         return keys, args
+
+    @staticmethod
+    def _day_ago():
+        return time.time_ns() // 1000 - DAY_MICROS
 
     @staticmethod
     def _queue(pipe, calls):
@@ -117,7 +124,7 @@ class _Vocabulary:
         return replies
 
     def _finished_keys(self):
-        return [self.keys.finished(state) for state in FINISHED_ORDER]
+        return self._finished
 
     def _prune_call(self, cutoff, offset, day_ago):
         ks = self.keys

@@ -7,10 +7,10 @@ every few seconds reads what can have been lost, from them:
 - the persisted flow-run events since a little before the previous pass (flow-run events are a
   few per run, so re-reading a short window is cheap): flow runs the live stream never
   delivered;
-- the task runs of the flow runs in flight or changed in the last ten minutes that are
-  unfinished or ended within them: task runs whose events were dropped, or that send none (a
-  subflow's wrapper task), read by state rather than by event, so a burst of thousands of task
-  events costs a few pages;
+- every task run of the flow runs changed in the last ten minutes, and the task runs of flow
+  runs in flight for longer that are unfinished or ended within those minutes: task runs whose
+  events were dropped, or that send none (a subflow's wrapper task), read by state rather than
+  by event, so a burst of thousands of task events costs a few pages;
 - by id, the runs Redis holds unfinished that have not changed for a while: a state whose event
   was lost, wherever it was; a run Prefect no longer has (deleted) is removed.
 
@@ -53,10 +53,13 @@ async def follow_up(client, state, since, now, selection):
     outside the environment's `selection` are left out; the rest are runs Redis holds."""
     result = PassResult([])
     await _trailing_flow_runs(client, since - TRAIL_OVERLAP, now, selection, result)
-    active = set(await state.inflight("flow"))
-    active |= await state.flow_run_ids(min_version=to_micros(now - RECENT))
-    active |= {change.id for change in result.changes}
-    task_runs = await reads.changed_task_runs(client, active, now - RECENT)
+    recent = await state.flow_run_ids(min_version=to_micros(now - RECENT))
+    recent |= {change.id for change in result.changes}
+    running_long = set(await state.inflight("flow")) - recent
+    # Every task run of a recently changed flow run: Prefect records task states late under
+    # load, and not always with an end time, so no filter on state or time is safe for them.
+    task_runs = await reads.task_runs_of(client, recent)
+    task_runs += await reads.changed_task_runs(client, running_long, now - RECENT)
     _add(result, task_runs, change_from_task_run)
 
     stale_before = to_micros(now - STALE)
