@@ -4,10 +4,10 @@ One `EnvironmentIngest` per environment, all in one asyncio loop (`run_ingest`),
 own subscriber, its own Redis client and its own failures: a Redis target that stops answering,
 a workspace that refuses its key or an environment whose catch-up fails stalls that environment
 only. The live stream is the fast path; it is lossy (see `followup`), so a follow-up pass every
-few seconds reads what it may have dropped, and only those passes move the watermark (the time
-up to which everything is applied). On every (re)connect an environment first catches up from
-its watermark: the events since then, or a full reconcile when the outage was longer than events
-are worth paging. A failure anywhere drops the connection and starts over from the watermark
+few seconds reads what it may have dropped; it runs apart from the stream, and it and the
+catch-up move the watermark (the time up to which everything is applied). On every (re)connect
+an environment first catches up from its watermark: the events since then, or a full reconcile
+when the outage was longer than events are worth paging. A failure anywhere drops the connection and starts over from the watermark
 after a backoff, forever, so nothing is lost, only late.
 """
 
@@ -38,7 +38,10 @@ BATCH_SIZE = 500
 BATCH_WAIT = 0.05  # seconds to gather more events after the first of a batch
 REPLAY_OVERLAP = timedelta(minutes=1)  # events are re-read this far behind the watermark
 EVENT_CATCHUP_LIMIT = timedelta(hours=1)  # longer outages are repaired by reconcile instead
-FOLLOW_UP_EVERY = 5.0  # seconds between follow-up passes
+# Seconds between follow-up passes: soon again after a pass that found something (a burst is
+# being recorded by Prefect), else at the calm pace.
+FOLLOW_UP_EVERY = 5.0
+FOLLOW_UP_BUSY = 1.0
 MAX_BACKOFF = 30.0
 
 
@@ -50,37 +53,44 @@ class EnvironmentIngest:
         self.malformed_total = 0
 
     async def run_forever(self):
+        """Mirror until cancelled. The follow-up passes run from the first catch-up on, apart
+        from the live stream: a stream that drops and reconnects (a burst can do that) must not
+        pause the one path that finds what the stream lost."""
+        state = AsyncEnvironmentState.for_environment(self.environment)
+        follower = None
         backoff = 1.0
-        while True:
-            state = AsyncEnvironmentState.for_environment(self.environment)
-            try:
-                await self._mirror(state)
-                log.warning("ingest environment=%s stream closed; reconnecting", self.environment)
-                backoff = 1.0
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                log.error(
-                    "ingest environment=%s error=%s: %s; retrying in %.0fs",
-                    self.environment,
-                    type(exc).__name__,
-                    exc,
-                    backoff,
-                )
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, MAX_BACKOFF)
-            finally:
-                await state.aclose()
+        try:
+            while True:
+                try:
+                    watermark = await self.catch_up(state)
+                    if follower is None or follower.done():
+                        follower = asyncio.create_task(self.follow_forever(state, watermark))
+                    await self._live(state)
+                    log.warning(
+                        "ingest environment=%s stream closed; reconnecting", self.environment
+                    )
+                    backoff = 1.0
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:
+                    log.error(
+                        "ingest environment=%s error=%s: %s; retrying in %.0fs",
+                        self.environment,
+                        type(exc).__name__,
+                        exc,
+                        backoff,
+                    )
+                    await asyncio.sleep(backoff)
+                    backoff = min(backoff * 2, MAX_BACKOFF)
+        finally:
+            if follower is not None:
+                follower.cancel()
+            await state.aclose()
 
-    async def _mirror(self, state):
-        watermark = await self.catch_up(state)
+    async def _live(self, state):
         async with event_subscriber(self.workspace) as subscriber:
             log.info("ingest workspace=%s live environments=%s", self.workspace, self.environment)
-            follower = asyncio.create_task(self.follow_forever(state, watermark))
-            try:
-                await self.consume(subscriber, state)
-            finally:
-                follower.cancel()
+            await self.consume(subscriber, state)
 
     async def catch_up(self, state):
         """Apply what happened while we were not listening, up to now; returns the new
@@ -103,8 +113,10 @@ class EnvironmentIngest:
     async def follow_forever(self, state, watermark):
         """Follow-up passes (see `followup`) until cancelled; each successful one moves the
         watermark to where it began."""
+        pause = FOLLOW_UP_EVERY
         while True:
-            await asyncio.sleep(FOLLOW_UP_EVERY)
+            await asyncio.sleep(pause)
+            pause = FOLLOW_UP_EVERY
             started = datetime.now(UTC)
             try:
                 async with rest_client(self.workspace) as client:
@@ -118,6 +130,8 @@ class EnvironmentIngest:
                 log.warning("ingest environment=%s follow-up failed: %s", self.environment, exc)
                 continue
             removed = sum(map(len, found.gone.values()))
+            if applied or removed:
+                pause = FOLLOW_UP_BUSY
             if applied or found.malformed or removed:
                 log.info(
                     "ingest environment=%s source=follow-up read=%d applied=%d removed=%d "
