@@ -7,8 +7,8 @@ only. The live stream is the fast path; it is lossy (see `followup`), so a follo
 few seconds reads what it may have dropped; it runs apart from the stream, and it and the
 catch-up move the watermark (the time up to which everything is applied). On every (re)connect
 an environment first catches up from its watermark: the events since then, or a full reconcile
-when the outage was longer than events are worth paging. A failure anywhere drops the connection and starts over from the watermark
-after a backoff, forever, so nothing is lost, only late.
+when the outage was longer than events are worth paging. A failure anywhere drops the connection
+and starts over from the watermark after a backoff, forever, so nothing is lost, only late.
 """
 
 import asyncio
