@@ -1,6 +1,8 @@
 """Small builders for configuration rows; each test states only what matters to it."""
 
 import itertools
+import os
+from urllib.parse import urlsplit
 
 from pipelinehub.environments.models import Environment, PrefectWorkspace, RedisTarget, Team
 
@@ -19,7 +21,15 @@ def workspace(api_url=None, name=None):
     return PrefectWorkspace.objects.create(name=name or f"ws{number}", api_url=api_url)
 
 
-def redis_target(host="127.0.0.1", port=6379, db=0, **fields):
+def test_redis_db():
+    """The database of the suite's Redis (REDIS_URL's path), so that runs of the suite that use
+    different databases never see each other's keys."""
+    path = urlsplit(os.environ.get("REDIS_URL", "")).path.strip("/")
+    return int(path) if path.isdigit() else 0
+
+
+def redis_target(host="127.0.0.1", port=6379, db=None, **fields):
+    db = test_redis_db() if db is None else db
     return RedisTarget.objects.create(
         name=f"redis{next(_seq)}", host=host, port=port, db=db, **fields
     )
@@ -36,3 +46,25 @@ def environment(team_obj=None, slug="dev", target=None, ws=None, **fields):
     env.full_clean()
     env.save()
     return env
+
+
+def notification_target(team_obj, name="ops", **fields):
+    """A notification target of `team_obj`: by default an enabled e-mail target (sent to
+    Django's test outbox), so that building one needs no receiver."""
+    from pipelinehub.alerts.models import NotificationTarget
+
+    fields.setdefault("channel", NotificationTarget.Channel.EMAIL)
+    fields.setdefault("emails", f"{team_obj.slug}-oncall@example.com")
+    return NotificationTarget.objects.create(team=team_obj, name=name, **fields)
+
+
+def alert(environment_obj, run_id="6f3c5a3e-8d0e-4b7e-9f43-2d1c7a9b0e11", **fields):
+    """An open runaway alert of `environment_obj`."""
+    from django.utils import timezone
+
+    from pipelinehub.alerts.models import Alert
+
+    fields.setdefault("kind", "runaway")
+    fields.setdefault("reason", "running 41 min, usually 6 min")
+    fields.setdefault("started_at", timezone.now())
+    return Alert.objects.create(environment=environment_obj, run_id=run_id, **fields)

@@ -13,7 +13,7 @@ from django.contrib.auth import get_user_model
 from django.test import Client
 
 from pipelinehub.accounts.models import Membership
-from pipelinehub.live import consumer, protocol
+from pipelinehub.live import consumer, fanout, protocol
 from pipelinehub.live.relay import StreamRelay, group_name
 from pipelinehub.state.records import RunChange
 from pipelinehub.state.store import EnvironmentState
@@ -161,6 +161,64 @@ async def test_a_gap_in_relay_messages_is_filled_from_redis(board):
     assert replay["type"] == "replay"
     assert [c["id"] for c in replay["changes"]] == [missed.id, seen.id]
     assert await ws.receive_nothing(timeout=0.5)  # the batch's change was in the replay
+    await ws.disconnect()
+
+
+async def test_a_process_joins_an_environments_group_once_for_all_its_sockets(board):
+    """The fan-out: one channel-layer member per process and environment, whatever the number
+    of sockets; every socket gets each relay message; the member leaves with the last socket."""
+    environment, state, membership = board
+    layer, group = get_channel_layer(), group_name(environment.pk)
+    members = f"{layer.prefix}:group:{group}"
+    sockets = [(await connect(membership.user, PATH))[0] for _ in range(5)]
+    for ws in sockets:
+        await ws.receive_json_from()
+    assert await sync_to_async(redis_for_tests().zcard)(members) == 1
+    change = flow()
+    await sync_to_async(state.apply)(change)
+    entry = (await sync_to_async(state.changes_since)("0-0")).entries[-1]
+    await layer.group_send(group, relay_message("0-0", [entry]))
+    for ws in sockets:
+        frame = await ws.receive_json_from(timeout=5)
+        assert [c["id"] for c in frame["changes"]] == [change.id]
+    for ws in sockets[:-1]:
+        await ws.disconnect()
+    assert await sync_to_async(redis_for_tests().zcard)(members) == 1
+    await sockets[-1].disconnect()
+    assert await sync_to_async(redis_for_tests().zcard)(members) == 0
+
+
+def relay_message(after, entries):
+    return {
+        "type": "changes.batch",
+        "after": after,
+        "cursor": entries[-1].stream_id,
+        "changes": [{**protocol.change(e), "stream_id": e.stream_id} for e in entries],
+    }
+
+
+def test_queued_relay_messages_merge_only_where_they_follow_each_other():
+    first = {"after": "1-0", "cursor": "2-0", "changes": ["a"]}
+    second = {"after": "2-0", "cursor": "3-0", "changes": ["b"]}
+    after_a_gap = {"after": "5-0", "cursor": "6-0", "changes": ["c"]}
+    assert fanout.contiguous_batches([first, second, after_a_gap]) == [
+        {"after": "1-0", "cursor": "3-0", "changes": ["a", "b"]},
+        after_a_gap,
+    ]
+
+
+async def test_a_run_that_stops_matching_a_filtered_socket_leaves_it(board):
+    environment, state, membership = board
+    running = flow("RUNNING")
+    await sync_to_async(state.apply)(running)
+    cursor = await sync_to_async(state.cursor)()
+    ws, _ = await connect(membership.user, f"{PATH}?state=running")
+    assert [r["id"] for r in (await ws.receive_json_from())["rows"]] == [running.id]
+    await sync_to_async(state.apply)(flow("COMPLETED", T0 + 1, run_id=running.id))
+    entry = (await sync_to_async(state.changes_since)(cursor)).entries[-1]
+    await get_channel_layer().group_send(group_name(environment.pk), relay_message(cursor, [entry]))
+    frame = await ws.receive_json_from(timeout=5)
+    assert frame["changes"] == [{"id": running.id, "kind": "flow", "run": None}]
     await ws.disconnect()
 
 

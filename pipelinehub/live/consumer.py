@@ -22,8 +22,7 @@ from pipelinehub.environments.models import Environment
 from pipelinehub.state.connections import environment_connection_shape
 from pipelinehub.state.store import EMPTY_CURSOR, AsyncEnvironmentState, stream_id_tuple
 
-from . import protocol
-from .relay import group_name
+from . import fanout, protocol
 
 RECHECK_SECONDS = 30
 REPLAY_LIMIT = 5000  # further behind than this, a client gets a fresh snapshot
@@ -66,22 +65,26 @@ def delta_text(changes, cursor, run_filter):
     if key not in _deltas:
         if len(_deltas) >= DELTA_CACHE:
             del _deltas[next(iter(_deltas))]
-        shown = [_strip(change) for change in changes if _shows(run_filter, change)]
+        shown = [shown for change in changes if (shown := as_shown(run_filter, change))]
         _deltas[key] = json.dumps(protocol.delta(shown, cursor)) if shown else ""
     return _deltas[key]
 
 
-def _shows(run_filter, change):
-    run = change["run"]
-    return run is None or run_filter.shows(change["kind"], _Run(run))
-
-
-def _strip(change):
-    return {key: value for key, value in change.items() if key != "stream_id"}
+def as_shown(run_filter, change):
+    """A change (`protocol.change`'s form) as a page with this filter sees it, or None. A flow
+    run that does not match a board's filter (any more) leaves that board: nobody can tell
+    "changed so that it no longer matches" from "never matched", so it is a removal either way."""
+    kind, run = change["kind"], change["run"]
+    if run is not None and run_filter.shows(kind, _Run(run)):
+        return {"id": change["id"], "kind": kind, "run": run}
+    if run is None or (kind == "flow" and not run_filter.run):
+        return {"id": change["id"], "kind": kind, "run": None}
+    return None
 
 
 class EnvironmentConsumer(AsyncJsonWebsocketConsumer):
     environment = None
+    rechecking = None
     cursor = EMPTY_CURSOR
 
     async def connect(self):
@@ -97,7 +100,7 @@ class EnvironmentConsumer(AsyncJsonWebsocketConsumer):
         self.filter = protocol.RunFilter.from_query(query)
         self.state = shared_state(self.environment)
         self.frames = deque(maxlen=MAX_FRAMES)
-        await self.channel_layer.group_add(group_name(self.environment.pk), self.channel_name)
+        await fanout.watch(self.channel_layer, self.environment.pk, self)
         after = query.get("after", "")
         if protocol.STREAM_ID.match(after):
             await self.send_replay(after)
@@ -109,9 +112,8 @@ class EnvironmentConsumer(AsyncJsonWebsocketConsumer):
 
     async def disconnect(self, code):
         if self.environment is not None:
-            await self.channel_layer.group_discard(
-                group_name(self.environment.pk), self.channel_name
-            )
+            await fanout.unwatch(self.environment.pk, self)
+        if self.rechecking is not None:
             self.rechecking.cancel()
 
     # From the browser
@@ -139,17 +141,7 @@ class EnvironmentConsumer(AsyncJsonWebsocketConsumer):
         self.frames.append(now)
         return len(self.frames) == MAX_FRAMES and now - self.frames[0] < FRAME_WINDOW_SECONDS
 
-    # From the relay
-
-    async def dispatch(self, message):
-        """A relay batch goes straight to its handler. Channels closes stale database
-        connections before every message, a trip through the one thread it runs sync code in:
-        per socket and batch, that was most of what the web process did with hundreds of
-        sockets, and queued the batches behind it. `changes_batch` uses no database."""
-        if message["type"] == "changes.batch":
-            await self.changes_batch(message)
-        else:
-            await super().dispatch(message)
+    # From the relay, through this process's fan-out
 
     async def changes_batch(self, message):
         if stream_id_tuple(message["after"]) > stream_id_tuple(self.cursor):
@@ -187,11 +179,12 @@ class EnvironmentConsumer(AsyncJsonWebsocketConsumer):
             await self.send_snapshot()
             return
         self.cursor = changes.cursor or after
-        shown = [protocol.change(entry) for entry in changes.entries if self.shows_entry(entry)]
+        shown = [
+            shown
+            for entry in changes.entries
+            if (shown := as_shown(self.filter, protocol.change(entry)))
+        ]
         await self.send_json(protocol.replay(shown, self.cursor))
-
-    def shows_entry(self, entry):
-        return entry.run is None or self.filter.shows(entry.kind, entry.run)
 
     async def recheck_forever(self):
         while True:
@@ -204,8 +197,7 @@ class EnvironmentConsumer(AsyncJsonWebsocketConsumer):
                 return
 
 
-class _Run:
+class _Run(dict):
     """A run as the relay sends it (a dict), read like a RunRecord by the filter."""
 
-    def __init__(self, fields):
-        self.__dict__.update(fields)
+    __getattr__ = dict.__getitem__

@@ -8,7 +8,10 @@ Server frames (JSON objects with a `type`):
 - `delta`: a batch of `changes` and the `cursor` after them;
 - `resync`: the client's position is gone (trimmed): a `snapshot` follows;
 - `error`: a frame the server could not take, with a `message`; `pong` answers `ping`.
-A change is `{"id", "kind", "run"}`, `run` null when the run was removed.
+A change is `{"id", "kind", "run"}`, `run` null when the run was removed. A run (a row) is its
+record's fields plus `flag`: null, or the detector flag `{"kind", "reason", "since"}` (kinds in
+state/flags.py). A flag set or cleared is a change of its flow run like any other, carrying the
+run's unchanged record, so that a filter and a cursor treat it as they treat states.
 Close codes: 4403 not allowed, 4404 no such environment, 1008 flooding, 1009 frame too large.
 """
 
