@@ -1,6 +1,7 @@
 """Benchmarks of the state layer, measured on this machine, written to docs/benchmarks.md.
 
-    make bench        (or: .venv/bin/python -m bench [--runs 10000] [--only reconcile|live])
+    make bench        (or: .venv/bin/python -m bench [--runs 10000]
+                       [--only reconcile|live|alerting|rotation|detection])
 
 Everything is compared as a ratio measured in the same run: absolute times on shared machines
 are noisy. It starts its own Redis (the redis-server on PATH) and Prefect server on free
@@ -25,15 +26,18 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "pipelinehub.settings")
 django.setup()
 
 
+from bench import alerting as alerting_bench  # noqa: E402
+from bench import detection as detection_bench  # noqa: E402
 from bench import live as live_bench  # noqa: E402
 from bench import reconcile as reconcile_bench  # noqa: E402
+from bench import rotation as rotation_bench  # noqa: E402
 from pipelinehub.state.records import RunChange  # noqa: E402
 from pipelinehub.state.store import EnvironmentState  # noqa: E402
 from tests.prefect.server import AUTH_STRING, PrefectServer, clean_env  # noqa: E402
 from tests.redis_server import PrivateRedis  # noqa: E402
 
 OUTPUT = Path(__file__).resolve().parent.parent / "docs" / "benchmarks.md"
-OTHER_SECTIONS = ("Reconcile", "Live", "A burst")
+OTHER_SECTIONS = ("Reconcile", "Live", "A burst", "Password rotation", "Detection")
 T0 = 1_764_000_000_000_000
 
 
@@ -170,15 +174,29 @@ def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--runs", type=int, default=10_000)
     parser.add_argument(
-        "--only", choices=["core", "reconcile", "live"], help="run only this benchmark"
+        "--only",
+        choices=["core", "reconcile", "live", "alerting", "rotation", "detection"],
+        help="run only this benchmark",
     )
     args = parser.parse_args()
     if args.only == "reconcile":
         reconcile_bench.run(OUTPUT)
         print(OUTPUT.read_text())
         return
+    if args.only == "alerting":
+        alerting_bench.run(OUTPUT)
+        print(OUTPUT.read_text())
+        return
     if args.only == "live":
         live_bench.run(OUTPUT)
+        print(OUTPUT.read_text())
+        return
+    if args.only == "rotation":
+        rotation_bench.run(OUTPUT)
+        print(OUTPUT.read_text())
+        return
+    if args.only == "detection":
+        detection_bench.run(OUTPUT)
         print(OUTPUT.read_text())
         return
     count = args.runs
@@ -202,6 +220,9 @@ def main():
         return
     reconcile_bench.run(OUTPUT)
     live_bench.run(OUTPUT)
+    alerting_bench.run(OUTPUT)
+    rotation_bench.run(OUTPUT)
+    detection_bench.run(OUTPUT)
     print(OUTPUT.read_text())
 
 

@@ -36,6 +36,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from .report import replace_section
+
 CLIENTS = (1, 100, 500)
 RATES = (100, 1000)
 SECONDS = 15  # of writing, per run
@@ -520,10 +522,7 @@ async def _snapshots(url, cookie):
 
 
 def write_section(output, results):
-    text = output.read_text() if output.exists() else "# Benchmarks\n"
-    before, _, rest = text.partition(SECTION)
-    after = rest[rest.find("\n## ") :] if "\n## " in rest else ""
-    output.write_text(before.rstrip("\n") + "\n\n" + _section(results) + after)
+    replace_section(output, SECTION, _section(results))
 
 
 def _ms(value):

@@ -21,6 +21,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from .report import replace_section
+
 DAYS = 7
 PER_DAY = 2000
 TASKS = 4
@@ -177,10 +179,7 @@ def _write_changed_runs(api_url):
 
 
 def write_section(output, results):
-    text = output.read_text() if output.exists() else "# Benchmarks\n"
-    before, _, rest = text.partition(SECTION)
-    after = rest[rest.find("\n## ") :] if "\n## " in rest else ""
-    output.write_text(before.rstrip("\n") + "\n\n" + _section(results) + after)
+    replace_section(output, SECTION, _section(results))
 
 
 def _section(r):

@@ -30,7 +30,10 @@ DEPLOYMENT_NAME = "demo"
 RUNAWAY_EVERY = 6  # every 6th run of inventory-snapshot is a runaway
 RUNAWAY_INTERVAL = timedelta(seconds=30)
 USUAL_SECONDS = 4
-RUNAWAY_SECONDS = 300
+# Well past the detector's default threshold (3x a usual 4 s is under its 5 minute floor), so
+# that it is flagged runaway from minute 5 to minute 12 of each long run: a newcomer sees the
+# flag a few minutes after `make run`.
+RUNAWAY_SECONDS = 720
 # Served runs in flight at once; a runaway or two plus a long run must not hold up the rest.
 PROCESS_LIMIT = 10
 
@@ -125,7 +128,7 @@ def is_runaway(scheduled_start: datetime) -> bool:
 
 @flow(name="inventory-snapshot")
 def inventory_snapshot():
-    """Usually done in 4 s; every 6th run takes 5 minutes, far beyond its usual duration."""
+    """Usually done in 4 s; every 6th run takes 12 minutes, far beyond its usual duration."""
     runaway = is_runaway(flow_run.scheduled_start_time)
     time.sleep(RUNAWAY_SECONDS if runaway else USUAL_SECONDS)
 

@@ -52,6 +52,7 @@ VAULT_TOKEN = env.str("VAULT_TOKEN", default="")
 VAULT_ROLE_ID = env.str("VAULT_ROLE_ID", default="")
 VAULT_SECRET_ID = env.str("VAULT_SECRET_ID", default="")
 VAULT_KV_MOUNT = env.str("VAULT_KV_MOUNT", default="secret")
+VAULT_DATABASE_MOUNT = env.str("VAULT_DATABASE_MOUNT", default="database")
 VAULT_CACERT = env.str("VAULT_CACERT", default="")
 
 INSTALLED_APPS = [
@@ -79,6 +80,10 @@ INSTALLED_APPS = [
     "pipelinehub.state",
     "pipelinehub.sync",
     "pipelinehub.live",
+    "pipelinehub.detection",
+    "pipelinehub.alerts",
+    "pipelinehub.rotation",
+    "pipelinehub.watch",
 ]
 
 MIDDLEWARE = [
@@ -135,9 +140,16 @@ HEALTHZ_TOKEN = env.str("HEALTHZ_TOKEN", default="")
 # Entries kept in each environment's change stream (the live feed and its replay window).
 STATE_STREAM_MAXLEN = env.int("STATE_STREAM_MAXLEN", default=10_000)
 RECONCILE_REPORT_DAYS = env.int("RECONCILE_REPORT_DAYS", default=30)
+# How long the health watch keeps its per-minute snapshots of each Redis target (docs/health.md).
+HEALTH_SNAPSHOT_RETENTION = timedelta(
+    hours=env.float("HEALTH_SNAPSHOT_RETENTION_HOURS", default=24)
+)
 # How often ingest and the live relay read the configuration (environments added, changed or
 # disabled).
 CONFIG_POLL_SECONDS = env.float("CONFIG_POLL_SECONDS", default=30.0)
+# Password rotation: how long the old Redis password keeps working after the new one is current
+# (docs/rotation.md).
+ROTATION_GRACE_SECONDS = env.int("ROTATION_GRACE_SECONDS", default=600)
 
 CACHES = {
     "default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL}
@@ -176,6 +188,18 @@ CELERY_BROKER_CONNECTION_MAX_RETRIES = None
 # On a lost broker connection, cancel running acks_late tasks (they are redelivered) rather than
 # run them twice; the coming default, set to silence the warning logged at every reconnect.
 CELERY_WORKER_CANCEL_LONG_RUNNING_TASKS_ON_CONNECTION_LOSS = True
+
+# Alerts (docs/alerts.md): events of one team within ALERT_GROUP_SECONDS go out as one message;
+# a failed delivery is tried again ALERT_DELIVERY_RETRIES times, after 2, 4, 8, ... seconds
+# (ALERT_RETRY_BACKOFF_SECONDS doubling, at most 10 minutes). PIPELINEHUB_URL (the hub's address,
+# https://hub.example.com) adds links to run pages; EMAIL_URL is the mail server
+# (smtp+tls://user:password@host:587; the default prints mails to the log).
+ALERT_GROUP_SECONDS = env.float("ALERT_GROUP_SECONDS", default=10.0)
+ALERT_DELIVERY_RETRIES = env.int("ALERT_DELIVERY_RETRIES", default=8)
+ALERT_RETRY_BACKOFF_SECONDS = env.int("ALERT_RETRY_BACKOFF_SECONDS", default=2)
+PIPELINEHUB_URL = env.str("PIPELINEHUB_URL", default="")
+vars().update(environ.Env.email_url_config(env.str("EMAIL_URL", default="") or "consolemail://"))
+DEFAULT_FROM_EMAIL = env.str("DEFAULT_FROM_EMAIL", default="pipelinehub@localhost")
 
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},

@@ -8,4 +8,5 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     path("accounts/", include("allauth.urls")),
     path("", include("pipelinehub.dashboard.urls")),
+    path("", include("pipelinehub.alerts.urls")),
 ]

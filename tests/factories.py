@@ -23,13 +23,14 @@ def workspace(api_url=None, name=None):
 
 def test_redis_db():
     """The database of the suite's Redis (REDIS_URL's path), so that runs of the suite that use
-    different databases never see each other's keys."""
+    different databases never see each other's keys. Private servers (another port) use 0."""
     path = urlsplit(os.environ.get("REDIS_URL", "")).path.strip("/")
     return int(path) if path.isdigit() else 0
 
 
 def redis_target(host="127.0.0.1", port=6379, db=None, **fields):
-    db = test_redis_db() if db is None else db
+    if db is None:
+        db = test_redis_db() if (host, port) == ("127.0.0.1", 6379) else 0
     return RedisTarget.objects.create(
         name=f"redis{next(_seq)}", host=host, port=port, db=db, **fields
     )

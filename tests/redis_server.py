@@ -1,6 +1,8 @@
 """A redis-server of a test's (or the benchmark's) own, on a free port, that may be stopped and
 started again: it keeps no data on disk, so it comes back empty, as after a crash (with
-`aclfile=True` its ACL users are kept in an aclfile, as a production server keeps them).
+`aclfile=True` its ACL users are kept in an aclfile, as a production server keeps them). With
+`replica_of=` (another PrivateRedis) it is that server's replica (`replicaof`): data replicates,
+ACL users do not, as in production.
 
 With `tls=` (a `tests.tls.ServerFiles`) it listens on TLS only, as a production server reachable
 from other hosts should: a client without TLS, or one that does not trust its CA, gets nothing."""
@@ -15,10 +17,11 @@ from .prefect.server import free_port
 
 
 class PrivateRedis:
-    def __init__(self, workdir, aclfile=False, tls=None):
+    def __init__(self, workdir, aclfile=False, tls=None, replica_of=None):
         self.workdir = workdir
         self.aclfile = aclfile
         self.tls = tls
+        self.replica_of = replica_of
         self.port = free_port()
         self.process = None
         self.client = redis.Redis(port=self.port, **self._client_tls())
@@ -49,6 +52,7 @@ class PrivateRedis:
                 "--dir",
                 str(self.workdir),
                 *self._acl_arguments(),
+                *self._replica_arguments(),
             ],
             stdout=subprocess.DEVNULL,
         )
@@ -86,6 +90,19 @@ class PrivateRedis:
         path = Path(self.workdir) / f"users-{self.port}.acl"
         path.touch()
         return ["--aclfile", str(path)]
+
+    def _replica_arguments(self):
+        if self.replica_of is None:
+            return []
+        return ["--replicaof", "127.0.0.1", str(self.replica_of.port)]
+
+    def wait_in_sync(self, timeout=10):
+        """Wait until this replica's link to its primary is up."""
+        deadline = time.monotonic() + timeout
+        while self.client.info("replication").get("master_link_status") != "up":
+            if time.monotonic() > deadline:
+                raise RuntimeError("the replica did not connect to its primary")
+            time.sleep(0.05)
 
     def stop(self):
         if self.process and self.process.poll() is None:

@@ -56,6 +56,46 @@ HTTP_EXPECTATIONS = {
         "own": {"anonymous": 302, "outsider": 404, "viewer": 403, "operator": 302, "admin": 302},
         "other": {"anonymous": 302, "outsider": 404, "viewer": 404, "operator": 404, "admin": 404},
     },
+    # Alerts: an environment's list for its viewers; acknowledge and silence POSTed by operators.
+    "alerts": {
+        "own": {"anonymous": 302, "outsider": 404, "viewer": 200, "operator": 200, "admin": 200},
+        "other": {"anonymous": 302, "outsider": 404, "viewer": 404, "operator": 404, "admin": 404},
+    },
+    **dict.fromkeys(
+        ["alert_acknowledge", "alert_silence"],
+        {
+            "method": "post",
+            "own": {
+                "anonymous": 302,
+                "outsider": 404,
+                "viewer": 403,
+                "operator": 302,
+                "admin": 302,
+            },
+            "other": {"anonymous": 302, **dict.fromkeys(ROLES[1:], 404)},
+        },
+    ),
+    # A team's notification targets: its admins only (test and delete POSTed).
+    **{
+        name: {
+            "method": method,
+            "own": {
+                "anonymous": 302,
+                "outsider": 404,
+                "viewer": 403,
+                "operator": 403,
+                "admin": 200 if method == "get" else 302,
+            },
+            "other": {"anonymous": 302, **dict.fromkeys(ROLES[1:], 404)},
+        }
+        for name, method in [
+            ("notification_targets", "get"),
+            ("notification_target_add", "get"),
+            ("notification_target_edit", "get"),
+            ("notification_target_delete", "post"),
+            ("notification_target_test", "post"),
+        ]
+    },
 }
 
 # Websocket routes, by route name, in the same shape: "open" (a snapshot comes), or the close
@@ -74,9 +114,19 @@ WEBSOCKET_EXPECTATIONS = {
 }
 
 RUN_ID = "6f3c5a3e-8d0e-4b7e-9f43-2d1c7a9b0e11"
+# Alerts and notification targets made by `client_as` with these ids, one per team.
+ALERT_IDS = {"alpha": 9001, "beta": 9002}
+TARGET_IDS = {"alpha": 9101, "beta": 9102}
 URL_KWARGS = {
-    "own": {"team": "alpha", "env": "dev", "run_id": RUN_ID, "action": "cancel"},
-    "other": {"team": "beta", "env": "dev", "run_id": RUN_ID, "action": "cancel"},
+    target: {
+        "team": team,
+        "env": "dev",
+        "run_id": RUN_ID,
+        "action": "cancel",
+        "alert_id": ALERT_IDS[team],
+        "target_id": TARGET_IDS[team],
+    }
+    for target, team in (("own", "alpha"), ("other", "beta"))
 }
 
 
@@ -122,6 +172,9 @@ def client_as(db, client, redis_client):
         EnvironmentState.for_environment(environment).apply(
             RunChange("flow", RUN_ID, 1_764_000_000_000_000, "RUNNING", "Running")
         )
+        slug = environment.team.slug
+        factories.alert(environment, RUN_ID, pk=ALERT_IDS[slug])
+        factories.notification_target(environment.team, pk=TARGET_IDS[slug])
 
     def sign_in(role):
         if role != "anonymous":

@@ -12,10 +12,14 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
 from pipelinehub.accounts.models import Membership, PlatformMapping, RoleMapping
+from pipelinehub.alerts.models import Alert, Delivery, Event, NotificationTarget
 from pipelinehub.audit.models import AuditEvent
 from pipelinehub.credentials.models import SecretRef
+from pipelinehub.detection.models import DetectionSettings, FlowLimit
 from pipelinehub.environments.models import Environment, PrefectWorkspace, RedisTarget, Team
+from pipelinehub.rotation.models import PasswordRotation
 from pipelinehub.sync.models import ReconcileReport
+from pipelinehub.watch.models import HealthSnapshot
 
 pytestmark = pytest.mark.django_db
 
@@ -82,6 +86,13 @@ def reconcile_reports(n):
     )
 
 
+def health_snapshots(n):
+    return HealthSnapshot.objects.bulk_create(
+        HealthSnapshot(target=target, reachable=True, used_memory=1, maxmemory=2, probe={})
+        for target in targets(n)
+    )
+
+
 def role_mappings(n):
     return RoleMapping.objects.bulk_create(
         RoleMapping(group=f"g-{team.slug}", team=team, role="viewer") for team in teams(n)
@@ -102,17 +113,78 @@ def memberships(n):
     )
 
 
+def alerts(n):
+    return Alert.objects.bulk_create(
+        Alert(
+            environment=environment,
+            run_id=str(environment.pk),
+            kind="runaway",
+            reason="r",
+            started_at="2026-11-01T00:00:00Z",
+            acknowledged_by=user,
+        )
+        for environment, user in zip(environments(n), users(n), strict=True)
+    )
+
+
+def alert_events(n):
+    return Event.objects.bulk_create(
+        Event(alert=alert, team_id=alert.environment.team_id, type="started") for alert in alerts(n)
+    )
+
+
+def notification_targets(n):
+    return NotificationTarget.objects.bulk_create(
+        NotificationTarget(team=team, name="hook", url="http://127.0.0.1/", signing_secret=secret)
+        for team, secret in zip(teams(n), secrets(n), strict=True)
+    )
+
+
+def deliveries(n):
+    rows = Delivery.objects.bulk_create(Delivery(target=t) for t in notification_targets(n))
+    for delivery, event in zip(rows, alert_events(n), strict=True):
+        delivery.events.add(event)
+    return rows
+
+
+def password_rotations(n):
+    return PasswordRotation.objects.bulk_create(
+        PasswordRotation(target=target, username="default") for target in targets(n)
+    )
+
+
+def detection_settings(n):
+    return DetectionSettings.objects.bulk_create(
+        DetectionSettings(environment=environment) for environment in environments(n)
+    )
+
+
+def flow_limits(n):
+    return FlowLimit.objects.bulk_create(
+        FlowLimit(settings=settings, flow="etl", limit="01:00:00")
+        for settings in detection_settings(n)
+    )
+
+
 BUILDERS = {
     Team: teams,
     Environment: environments,
     RedisTarget: targets,
+    PasswordRotation: password_rotations,
     PrefectWorkspace: workspaces,
     SecretRef: secrets,
     AuditEvent: audit_events,
     ReconcileReport: reconcile_reports,
+    HealthSnapshot: health_snapshots,
     RoleMapping: role_mappings,
     PlatformMapping: platform_mappings,
     Membership: memberships,
+    Alert: alerts,
+    Event: alert_events,
+    NotificationTarget: notification_targets,
+    Delivery: deliveries,
+    DetectionSettings: detection_settings,
+    FlowLimit: flow_limits,
 }
 
 

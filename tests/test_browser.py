@@ -398,3 +398,43 @@ def test_a_page_whose_session_ended_says_so_and_stops(transactional_db, site, pa
 
     expect(connection(page)).to_have_attribute("data-state", "closed", timeout=WAIT)
     expect(connection(page)).to_contain_text("Reload the page")
+
+
+def test_a_flag_shows_live_on_the_board_and_the_run_page(transactional_db, site, page):
+    from pipelinehub.state.flags import RUNAWAY, RunFlag
+
+    environment = factories.environment(factories.team(f"f{uuid.uuid4().hex[:8]}"), "dev")
+    state = EnvironmentState.for_environment(environment)
+    user = get_user_model().objects.create_user(username="flo")
+    Membership.objects.create(user=user, team=environment.team, role="viewer")
+    now = time.time_ns() // 1000
+    run = RunChange(
+        "flow", str(uuid.uuid4()), now - 60_000_000, "RUNNING", "Running",
+        name="slow-heron", flow="etl", start=now - 60_000_000,
+    )  # fmt: skip
+    state.apply(run)
+    site.start()
+    sign_in_with_session(page, site, user)
+    try:
+        page.goto(site.url(f"/environments/{environment.team.slug}/dev/"))
+        expect(connection(page)).to_have_attribute("data-state", "live", timeout=WAIT)
+        attention = page.locator("[data-flagged]")
+        expect(attention).to_be_hidden()
+        flag = RunFlag(run.id, RUNAWAY, "running 41 min, usually 6 min", now)
+        state.set_flags([(flag, "RUNNING")])
+        expect(row(page, "slow-heron")).to_contain_text(
+            "Runaway: running 41 min, usually 6 min", timeout=WAIT
+        )
+        expect(attention).to_contain_text("slow-heron", timeout=WAIT)
+        state.set_flags([])
+        expect(row(page, "slow-heron").locator("[data-field=flag]")).to_be_hidden(timeout=WAIT)
+        expect(attention).to_be_hidden(timeout=WAIT)
+
+        page.goto(site.url(f"/environments/{environment.team.slug}/dev/runs/{run.id}/"))
+        expect(connection(page)).to_have_attribute("data-state", "live", timeout=WAIT)
+        state.set_flags([(flag, "RUNNING")])
+        summary = page.locator("[data-run-summary] [data-field=flag]")
+        expect(summary).to_contain_text("Runaway: running 41 min", timeout=WAIT)
+        assert page.errors == []  # no script errors, no Content Security Policy violations
+    finally:
+        delete_prefix(redis_for_tests(), environment.key_prefix)

@@ -14,7 +14,9 @@ from django.core.management import CommandError, call_command
 from django_celery_beat.models import PeriodicTask
 
 from demo import flows
+from pipelinehub.detection.schedules import TASK as DETECT_TASK
 from pipelinehub.environments.models import Environment, PrefectWorkspace, RedisTarget, Team
+from pipelinehub.sync.schedules import TASKS as SYNC_TASKS
 
 from . import factories
 
@@ -115,8 +117,11 @@ def test_disable_turns_the_demo_environment_and_its_schedules_off():
 
     demo = Environment.objects.get(team__slug="demo")
     assert not demo.enabled
-    schedules = PeriodicTask.objects.filter(args=json.dumps([demo.pk]))
-    assert [task.enabled for task in schedules] == [False, False]
+    # The environment's own schedules (not those of other objects with the same primary key,
+    # such as its Redis target's rotation).
+    per_environment = [*SYNC_TASKS, DETECT_TASK]
+    schedules = PeriodicTask.objects.filter(args=json.dumps([demo.pk]), task__in=per_environment)
+    assert [task.enabled for task in schedules] == [False, False, False]
     other.refresh_from_db()
     assert other.enabled
     assert "disabled" in output
@@ -160,3 +165,11 @@ def test_the_runaway_is_every_sixth_run_of_its_schedule(monkeypatch):
 
     assert len(long_runs) == 10
     assert {b - a for a, b in pairwise(long_runs)} == {6}
+
+
+def test_the_runaway_runs_well_past_the_detectors_default_threshold():
+    from pipelinehub.detection.rules import MICROS, Thresholds
+
+    defaults = Thresholds()
+    threshold = max(defaults.multiple * flows.USUAL_SECONDS * MICROS, defaults.floor)
+    assert 2 * threshold <= flows.RUNAWAY_SECONDS * MICROS

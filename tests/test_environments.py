@@ -52,7 +52,7 @@ def test_prefix_collision_names_the_other_environment(prefix):
     with pytest.raises(ValidationError) as excinfo:
         clash.full_clean()
     message = " ".join(excinfo.value.message_dict["key_prefix"])
-    assert "data/prod" in message and "on 127.0.0.1:6379/0" in message
+    assert "data/prod" in message and f"on 127.0.0.1:6379/{target.db}" in message
 
 
 def test_same_prefix_on_another_database_of_the_server_is_refused():

@@ -152,6 +152,32 @@ def test_an_environments_user_may_do_everything_the_hub_does(two_environments):
     assert state.cursor() != cursor
 
 
+def test_an_environments_user_may_do_everything_detection_does(two_environments):
+    """Baselines, heartbeats, flags, the newly failed set and the detection read, as the
+    confined user."""
+    from pipelinehub.state.acl import ensure_acl_user
+    from pipelinehub.state.flags import RUNAWAY, RunFlag
+
+    env = two_environments[0]
+    ensure_acl_user(env)
+    env.refresh_from_db()
+    state = EnvironmentState.for_environment(env)
+    done = "7a1c5a3e-8d0e-4b7e-9f43-2d1c7a9b0e13"
+    state.apply(
+        RunChange("flow", done, T0 + 9, "COMPLETED", "Done", flow="etl", start=T0, end=T0 + 9)
+    )
+    state.apply(RunChange("flow", done, T0 + 10, "FAILED", "Failed", flow="etl"))  # rerun: LREM
+    state.apply(RunChange("flow", RUN, T0, "RUNNING", "Running", flow="etl", start=T0))
+    assert state.record_heartbeats([(RUN, T0 + 1)]) == 1
+    assert state.set_flags([(RunFlag(RUN, RUNAWAY, "r", T0), "RUNNING")]) == 1
+    unfinished = state.unfinished()
+    assert (unfinished.heartbeats, set(unfinished.flags)) == ({RUN: T0 + 1}, {RUN})
+    assert state.newly_failed() == ([], None)  # failed long ago
+    state.forget_failed(T0)  # ZREMRANGEBYSCORE is allowed
+    assert state.flags() == {RUN: {"kind": RUNAWAY, "reason": "r", "since": T0}}
+    assert {run.id: run.flag for run in state.board().runs}[RUN]["kind"] == RUNAWAY
+
+
 # Hostile tester's findings, each on a Redis server of the test's own, since ACLs change.
 
 

@@ -16,18 +16,21 @@ TASK_IDS = [str(uuid.UUID(int=10 + i)) for i in range(4)]
 T0 = 1_764_000_000_000_000
 
 changes = st.builds(
-    lambda kind, flow_index, task_index, offset, state_type, start, end, run_count, name: RunChange(
-        kind,
-        FLOW_IDS[flow_index] if kind == "flow" else TASK_IDS[task_index],
-        T0 + offset,
-        state_type,
-        state_type.title(),
-        name=name,
-        flow="etl" if kind == "flow" else "",
-        flow_run_id="" if kind == "flow" else FLOW_IDS[task_index % len(FLOW_IDS)],
-        start=None if start is None else T0 + start,
-        end=None if end is None else T0 + end,
-        run_count=run_count,
+    lambda kind, flow_index, task_index, offset, state_type, start, end, run_count, name, expect: (
+        RunChange(
+            kind,
+            FLOW_IDS[flow_index] if kind == "flow" else TASK_IDS[task_index],
+            T0 + offset,
+            state_type,
+            state_type.title(),
+            name=name,
+            flow="etl" if kind == "flow" else "",
+            flow_run_id="" if kind == "flow" else FLOW_IDS[task_index % len(FLOW_IDS)],
+            start=None if start is None else T0 + start,
+            end=None if end is None else T0 + end,
+            run_count=run_count,
+            expected_start=None if expect is None else T0 + expect,
+        )
     ),
     kind=st.sampled_from(["flow", "task"]),
     flow_index=st.integers(0, len(FLOW_IDS) - 1),
@@ -38,13 +41,18 @@ changes = st.builds(
     end=st.none() | st.integers(0, 5),
     run_count=st.integers(0, 3),
     name=st.sampled_from(["", "calm-fox", "bold-owl"]),
+    expect=st.none() | st.integers(0, 3),
 )
 
 
 def content(client, state):
-    """Everything apply wrote except the change log, with TTLs reduced to present/absent."""
+    """Everything apply wrote except the change log and the newly failed set (a log of
+    transitions, not state), with TTLs reduced to present/absent; the flow's baseline too."""
     ks = state.keys
-    result = {"runs": client.zrange(ks.runs, 0, -1, withscores=True)}
+    result = {
+        "runs": client.zrange(ks.runs, 0, -1, withscores=True),
+        "durations": client.zrange(ks.durations("flow", "etl"), 0, -1, withscores=True),
+    }
     for run_id in FLOW_IDS:
         result[run_id] = (
             client.hget(ks.flow_runs, run_id),

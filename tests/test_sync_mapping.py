@@ -26,6 +26,7 @@ from pipelinehub.sync.mapping import (
     change_from_flow_run,
     change_from_task_run,
     changes_from_events,
+    heartbeats_from_events,
     is_state_event,
 )
 
@@ -151,6 +152,22 @@ def test_heartbeats_are_not_states():
         },
     )
     assert not is_state_event(heartbeat)
+
+
+def heartbeat(resource_id=None, occurred=None):
+    resource_id = resource_id or f"prefect.flow-run.{FLOW_RUN.upper()}"
+    beat = event("prefect.flow-run.heartbeat", resource_id, {"prefect.state-type": None})
+    return beat.model_copy(update={"occurred": occurred or datetime.fromisoformat(STAMP)})
+
+
+def test_heartbeats_are_read_as_a_runs_last_sign_of_life():
+    beats = [
+        heartbeat(),
+        heartbeat("prefect.flow-run.not-a-uuid"),
+        heartbeat(occurred=datetime(9999, 1, 1, tzinfo=UTC)),  # from the future: ignored
+        flow_completed(),
+    ]
+    assert heartbeats_from_events(beats) == [(FLOW_RUN, MICROS)]
 
 
 @pytest.mark.parametrize(
@@ -405,6 +422,19 @@ def task_run(**fields):
 def test_api_runs_within_bounds_map():
     assert change_from_flow_run(flow_run(), "etl").version == MICROS
     assert change_from_task_run(task_run()).flow_run_id == FLOW_RUN
+
+
+def test_a_scheduled_flow_run_has_its_expected_start_and_others_none():
+    ahead = datetime(2030, 1, 1, tzinfo=UTC)
+    late = State(
+        type=StateType.SCHEDULED,
+        name="Late",
+        timestamp=datetime.fromisoformat(STAMP),
+        state_details={"scheduled_time": ahead},
+    )
+    run = flow_run(state=late, expected_start_time=datetime.fromisoformat(STAMP))
+    assert change_from_flow_run(run).expected_start == to_micros(ahead)  # the state's own
+    assert change_from_flow_run(flow_run(expected_start_time=ahead)).expected_start is None
 
 
 @pytest.mark.parametrize(

@@ -50,12 +50,13 @@ def make_ca(directory, name="PipelineHub test CA"):
     return Authority(certificate, key, path)
 
 
-def make_server_cert(ca, directory, san=("127.0.0.1",), name="redis"):
+def make_server_cert(ca, directory, san=("127.0.0.1",), name="redis", validity=VALIDITY):
     """A server certificate signed by `ca`, valid for the names and IP addresses of `san` only
-    (a client verifying host names refuses any other), with its key, as PEM files."""
+    (a client verifying host names refuses any other) for `validity` from now, with its key, as
+    PEM files."""
     key = ec.generate_private_key(ec.SECP256R1())
     certificate = (
-        _builder(_name(name), ca.certificate.subject, key.public_key())
+        _builder(_name(name), ca.certificate.subject, key.public_key(), validity)
         .add_extension(x509.SubjectAlternativeName([_general_name(n) for n in san]), critical=False)
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
         .add_extension(_key_usage(cert_sign=False), critical=True)
@@ -82,7 +83,7 @@ def _name(common_name):
     return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
 
 
-def _builder(subject, issuer, public_key):
+def _builder(subject, issuer, public_key, validity=VALIDITY):
     now = datetime.datetime.now(datetime.UTC)
     return (
         x509.CertificateBuilder()
@@ -91,7 +92,7 @@ def _builder(subject, issuer, public_key):
         .public_key(public_key)
         .serial_number(x509.random_serial_number())
         .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + VALIDITY)
+        .not_valid_after(now + validity)
     )
 
 

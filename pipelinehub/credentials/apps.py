@@ -11,7 +11,7 @@ class CredentialsConfig(AppConfig):
 
     def ready(self):
         # The backends register themselves when their modules are imported.
-        from .backends import aws, database, mounted, vault  # noqa: F401
+        from .backends import aws, database, mounted, vault, vault_static  # noqa: F401
 
         # botocore logs request and response bodies, secret values included, at DEBUG: never
         # let it, whatever LOG_LEVEL says.

@@ -26,6 +26,7 @@ from .links import prefect_ui_url
 from .overview import freshness, with_newest_report
 from .presentation import FINISHED, IN_FLIGHT, STATE_ICONS
 
+FLAGGED_SHOWN = 100  # flagged runs listed under "Needs attention"; the count is of them all
 PLACEHOLDER = UUID(int=0)  # stands for a run id in the URLs of the script's row template
 # What the script's row template is rendered from: a run with nothing known yet.
 TEMPLATE_RUN = SimpleNamespace(
@@ -40,6 +41,7 @@ TEMPLATE_RUN = SimpleNamespace(
     start=None,
     end=None,
     run_count=0,
+    flag=None,
 )
 
 
@@ -50,6 +52,8 @@ class BoardRead:
     flows: list  # the flows among the newest runs, for the filter
     meta: dict
     chart: chart.Chart | None  # None when the stream no longer reaches back far enough
+    flagged: list  # the flagged flow runs of the environment (longest flagged first), any filter
+    flagged_total: int
 
 
 @dataclass
@@ -79,12 +83,15 @@ async def read_board(state, run_filter, now_micros):
     limit = 2 * settings.STATE_STREAM_MAXLEN
     entries = await state.recent_changes(chart.stream_start_id(now_micros), count=limit)
     complete = len(entries) < limit
+    flagged = await state.flagged()
     return BoardRead(
         runs=[run for run in board.runs if run_filter.shows("flow", run)][:SNAPSHOT_ROWS],
         cursor=board.cursor,
         flows=sorted({run.flow for run in board.runs if run.flow}),
         meta=meta,
         chart=chart.state_chart(entries, now_micros) if complete else None,
+        flagged=flagged[:FLAGGED_SHOWN],
+        flagged_total=len(flagged),
     )
 
 

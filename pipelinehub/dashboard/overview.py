@@ -6,11 +6,13 @@ with their connections and their newest reconcile report as annotations; Redis i
 environment, concurrently (see `reads`).
 """
 
+from collections import Counter
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
 from django.db.models import OuterRef, Subquery
 
+from pipelinehub.state.vocabulary import meta_time
 from pipelinehub.sync.models import ReconcileReport
 
 from . import reads
@@ -39,6 +41,11 @@ class Summary:
     counts: object = None  # state.store.Counts; None when unavailable
     freshness: Freshness = field(default_factory=Freshness)
     unavailable: reads.Unavailable | None = None
+    flagged: dict = field(default_factory=dict)  # detector flag kind -> runs flagged
+
+    @property
+    def flagged_total(self):
+        return sum(self.flagged.values())
 
     @property
     def in_flight(self):
@@ -77,7 +84,7 @@ def summaries(environments, now):
     now_micros = int(now.timestamp() * 1_000_000)
 
     async def counts_and_meta(state):
-        return await state.counts(now_micros), await state.meta()
+        return await state.counts(now_micros), await state.meta(), await state.flags()
 
     results = reads.read_each(environments, counts_and_meta)
     return [_summary(env, result, now) for env, result in zip(environments, results, strict=True)]
@@ -86,8 +93,9 @@ def summaries(environments, now):
 def _summary(environment, result, now):
     if isinstance(result, reads.Unavailable):
         return Summary(environment, freshness=freshness(environment, None, now), unavailable=result)
-    counts, meta = result
-    return Summary(environment, counts, freshness(environment, meta, now))
+    counts, meta, flags = result
+    flagged = dict(Counter(flag["kind"] for flag in flags.values()))
+    return Summary(environment, counts, freshness(environment, meta, now), flagged=flagged)
 
 
 def freshness(environment, meta, now):
@@ -95,7 +103,7 @@ def freshness(environment, meta, now):
     report (annotations). Disabled environments are not followed by ingest: no warning."""
     report_at = getattr(environment, "last_report_at", None)
     report_error = getattr(environment, "last_report_error", "") or ""
-    result = Freshness(_parse((meta or {}).get("last_reconcile")) or report_at)
+    result = Freshness(meta_time((meta or {}).get("last_reconcile")) or report_at)
     if report_error:
         result.warnings.append(f"The last reconcile failed: {report_error[:300]}")
     if environment.enabled and meta is not None:
@@ -104,7 +112,7 @@ def freshness(environment, meta, now):
 
 
 def _ingest_warnings(meta, now):
-    watermark = _parse(meta.get("ingest_watermark"))
+    watermark = meta_time(meta.get("ingest_watermark"))
     if watermark is None:
         return ["Ingest has not reached this environment yet: runs may be missing."]
     if now - watermark > INGEST_SILENT_AFTER:
@@ -113,12 +121,3 @@ def _ingest_warnings(meta, now):
             "out of date."
         ]
     return []
-
-
-def _parse(iso):
-    """An ISO time from the meta hash (UTC when it names no zone), None if absent or garbled."""
-    try:
-        moment = datetime.fromisoformat(iso) if iso else None
-    except ValueError:
-        return None
-    return moment.replace(tzinfo=UTC) if moment and moment.tzinfo is None else moment

@@ -15,6 +15,7 @@ from django.views.decorators.http import require_POST
 from pipelinehub.accounts.adapter import no_team_response
 from pipelinehub.accounts.policy import Action, environment_or_404, environments_for, teams_for
 from pipelinehub.sync import runs
+from pipelinehub.watch.teams import alerts_by_team
 
 from . import overview
 from .forms import EnvironmentSettingsForm
@@ -32,6 +33,7 @@ def home(request):
         environments_for(request.user, Action.VIEW).with_connections()
     )
     summaries = overview.summaries(environments, timezone.now())
+    health_alerts = alerts_by_team([s.environment for s in summaries], timezone.now())
     administered = set(teams_for(request.user, Action.ADMINISTER).values_list("pk", flat=True))
     return render(
         request,
@@ -42,6 +44,7 @@ def home(request):
                     "team": team,
                     "summaries": [s for s in summaries if s.environment.team_id == team.pk],
                     "administered": team.pk in administered,
+                    "health_alerts": health_alerts.get(team.pk, []),
                 }
                 for team in teams
             ],

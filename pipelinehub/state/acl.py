@@ -14,8 +14,9 @@ from pipelinehub.environments.validators import canonical_host
 from .connections import target_node_clients
 from .keyspace import Keyspace
 
-# Exactly what the hub does with an environment's keys: the board and run reads, apply.lua,
-# the change stream, locks, and the connection handshake of redis-py and channels-redis.
+# Exactly what the hub does with an environment's keys: the board and run reads, apply.lua
+# (with its baselines), the detectors' flags and heartbeats, the change stream, locks, and the
+# connection handshake of redis-py and channels-redis.
 # Absent on purpose: KEYS, SCAN, RANDOMKEY (they leak other environments' key names),
 # FLUSHALL/FLUSHDB, FUNCTION, CONFIG, ACL, DEBUG, and EVAL and SCRIPT LOAD (any Lua at all, e.g.
 # `while true do end`, blocks the whole server): scripts run by EVALSHA only, loaded by the hub
@@ -42,6 +43,7 @@ HUB_COMMANDS = (
     "zrevrange",
     "zrangebyscore",
     "zremrangebyscore",
+    "zremrangebyrank",
     "zcount",
     "zcard",
     "zscore",
@@ -56,6 +58,7 @@ HUB_COMMANDS = (
     "hgetall",
     "hdel",
     "hincrby",
+    "hlen",
     "xadd",
     "xrange",
     "xrevrange",

@@ -2,19 +2,26 @@
 
 Passwords come from the secret store through a credential provider that redis-py asks at each
 new connection. The provider caches the secret for a short time (so an event loop never waits
-on the database while it holds a fresh one, and a burst of reconnects is one read), so a
-password rotated elsewhere is picked up within that time, without a restart. The password
-never sits in a URL, a setting or a log line. Blocking pools are kept per connection shape for
+on the database while it holds a fresh one, and a burst of reconnects is one read); a
+connection that the server refuses (WRONGPASS) drops that cache and logs in once more with the
+secret read again (`ReauthRetry`), so a password rotated elsewhere works at the next
+connection, without a restart or waiting for the cache. The password never sits in a URL, a
+setting or a log line. Blocking pools are kept per connection shape for
 the life of the process; asyncio clients belong to one event loop and are made per use.
 """
 
+import math
 import threading
 import time
 
 import redis
 import redis.asyncio
+import redis.asyncio.retry
 from asgiref.sync import sync_to_async
+from redis.backoff import NoBackoff
 from redis.credentials import CredentialProvider
+from redis.exceptions import AuthenticationError
+from redis.retry import Retry
 
 SOCKET_TIMEOUT = 5.0
 SECRET_CACHE_SECONDS = 30.0
@@ -44,6 +51,10 @@ class CachedSecretProvider(CredentialProvider):
             await sync_to_async(self._load_in_worker, thread_sensitive=False)()
         return self._credentials()
 
+    def invalidate(self):
+        """Read the secret again at the next connection: the server refused the cached one."""
+        self._read_at = -math.inf
+
     def _stale(self):
         return time.monotonic() - self._read_at > SECRET_CACHE_SECONDS
 
@@ -68,6 +79,47 @@ class CachedSecretProvider(CredentialProvider):
         return (self.username, self._password) if self.username else (self._password,)
 
 
+class ReauthRetry(Retry):
+    """redis-py's retry policy of a connection, for one error only: the server refusing the
+    credentials. redis-py runs the connect (and a command that reconnects) through the
+    connection's retry; on WRONGPASS this drops the provider's cached secret before redis-py
+    disconnects and tries once more, so the second login uses the secret as stored now (e.g.
+    rotated by the secret manager itself). Other errors are not retried, as before."""
+
+    def __init__(self, provider):
+        super().__init__(NoBackoff(), 1, supported_errors=(AuthenticationError,))
+        self.provider = provider
+
+    def __deepcopy__(self, memo):
+        # Each connection deep-copies its retry: the copies must share the one provider.
+        return type(self)(self.provider)
+
+    def call_with_retry(self, do, fail, is_retryable=None, with_failure_count=False):
+        def refused(error, *failure_count):
+            self.provider.invalidate()
+            return fail(error, *failure_count)
+
+        return super().call_with_retry(do, refused, is_retryable, with_failure_count)
+
+
+class AsyncReauthRetry(redis.asyncio.retry.Retry):
+    """`ReauthRetry` for asyncio connections (whose failure callbacks are coroutines)."""
+
+    def __init__(self, provider):
+        super().__init__(NoBackoff(), 1, supported_errors=(AuthenticationError,))
+        self.provider = provider
+
+    def __deepcopy__(self, memo):
+        return type(self)(self.provider)
+
+    async def call_with_retry(self, do, fail, is_retryable=None, with_failure_count=False):
+        async def refused(error, *failure_count):
+            self.provider.invalidate()
+            return await fail(error, *failure_count)
+
+        return await super().call_with_retry(do, refused, is_retryable, with_failure_count)
+
+
 def credential_provider(username, secret_ref_id):
     """The one provider of a (user, secret): blocking and asyncio clients share its cache."""
     with _lock:
@@ -77,7 +129,7 @@ def credential_provider(username, secret_ref_id):
         return _providers[key]
 
 
-def _connection_kwargs(target, host, port, username, secret_ref_id):
+def _connection_kwargs(target, host, port, username, secret_ref_id, asyncio=False):
     kwargs = {
         "host": host,
         "port": port,
@@ -87,7 +139,9 @@ def _connection_kwargs(target, host, port, username, secret_ref_id):
         "health_check_interval": 30,
     }
     if secret_ref_id:
-        kwargs["credential_provider"] = credential_provider(username, secret_ref_id)
+        provider = credential_provider(username, secret_ref_id)
+        kwargs["credential_provider"] = provider
+        kwargs["retry"] = (AsyncReauthRetry if asyncio else ReauthRetry)(provider)
     elif username:
         kwargs["username"] = username
     if target.tls:
@@ -171,10 +225,27 @@ def async_target_client(target):
 
 
 def _async_client(target, username, secret_ref_id):
-    kwargs = _connection_kwargs(target, target.host, target.port, username, secret_ref_id)
+    kwargs = _connection_kwargs(
+        target, target.host, target.port, username, secret_ref_id, asyncio=True
+    )
     connection_class = redis.asyncio.SSLConnection if target.tls else redis.asyncio.Connection
     pool = redis.asyncio.ConnectionPool(connection_class=connection_class, **kwargs)
     return redis.asyncio.Redis(connection_pool=pool)
+
+
+def login_works(target, host, port, username, password):
+    """Whether a new connection to one node logs in as `username` with `password` (given, not
+    read from the store: the rotation checks a password before anything uses it)."""
+    kwargs = _connection_kwargs(target, host, port, None, None)
+    # No retry: redis-py's default retries a refused login (a ConnectionError) with backoff.
+    kwargs.update(ssl=target.tls, username=username or None, password=password)
+    client = redis.Redis(**kwargs, retry=Retry(NoBackoff(), 0))
+    try:
+        return client.ping()
+    except AuthenticationError:
+        return False
+    finally:
+        client.close()
 
 
 def reset_pools():

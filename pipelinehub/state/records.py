@@ -1,4 +1,4 @@
-"""What a run looks like in Redis: a MessagePack array of ten values per run.
+"""What a run looks like in Redis: a MessagePack array of eleven values per run.
 
 MessagePack because Redis's Lua can merge it (cmsgpack, exact for integers below 2**53, which
 microsecond timestamps are) and it is the smallest of the formats Lua reads: a flow run with
@@ -21,6 +21,8 @@ from datetime import UTC, datetime, timedelta
 import msgpack
 
 TERMINAL_STATES = frozenset({"COMPLETED", "FAILED", "CANCELLED", "CRASHED"})
+BASELINE_STATE = "COMPLETED"  # runs that finish in it give their flow's baseline a duration
+FAILURE_STATES = frozenset({"FAILED", "CRASHED"})  # what "failed runs" notify about
 STATE_TYPES = frozenset(
     {"SCHEDULED", "PENDING", "RUNNING", "PAUSED", "CANCELLING"} | TERMINAL_STATES
 )
@@ -29,6 +31,9 @@ MAX_RUN_COUNT = 10_000
 MAX_TEXT_LENGTH = 200  # names and state names: longer ones are cut, they are only shown
 EARLIEST = datetime(2000, 1, 1, tzinfo=UTC)  # no Prefect state is older
 FUTURE_TOLERANCE = timedelta(minutes=5)  # clock skew between Prefect and us
+# A scheduled run's expected start may lie far ahead; past this it is a broken value (and it
+# stays far below the 2**53 up to which Lua counts exactly).
+SCHEDULE_HORIZON = timedelta(days=3660)
 _UUID = re.compile(
     r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}", re.IGNORECASE | re.ASCII
 )
@@ -46,6 +51,7 @@ def to_micros(moment):
 
 EARLIEST_MICROS = to_micros(EARLIEST)
 FUTURE_TOLERANCE_MICROS = FUTURE_TOLERANCE // timedelta(microseconds=1)
+SCHEDULE_HORIZON_MICROS = SCHEDULE_HORIZON // timedelta(microseconds=1)
 
 
 def latest_micros():
@@ -77,7 +83,8 @@ class RunChange:
     """One observed state of a flow run (`kind="flow"`) or task run (`kind="task"`).
 
     `version` is the state's timestamp in microseconds: the order of states, whatever the order
-    in which they arrive.
+    in which they arrive. `expected_start` is when a SCHEDULED state expects the run to start
+    (0 for any other state): what the late-run detector reads.
     """
 
     kind: str
@@ -92,6 +99,7 @@ class RunChange:
     start: int | None = None
     end: int | None = None
     run_count: int = 0
+    expected_start: int | None = None
 
     def __post_init__(self):
         """Refuse what does not fit the record (ValueError) and normalise what may be spelled
@@ -112,6 +120,8 @@ class RunChange:
         for field in ("start", "end"):
             if getattr(self, field) is not None:
                 _check_micros(field, getattr(self, field), latest)
+        if self.expected_start is not None:
+            _check_micros("expected_start", self.expected_start, latest + SCHEDULE_HORIZON_MICROS)
         if not _is_int(self.run_count) or not 0 <= self.run_count <= MAX_RUN_COUNT:
             raise ValueError(
                 f"run_count must be an integer in 0..{MAX_RUN_COUNT}, not {brief(self.run_count)}"
@@ -142,6 +152,7 @@ class RunChange:
             self.start,
             self.end,
             self.run_count,
+            self.expected_start,
         )
 
 
@@ -154,6 +165,11 @@ def _uuid(field, value):
     if not isinstance(value, str) or not _UUID.fullmatch(value):
         raise ValueError(f"{field} must be a UUID string, not {brief(value)}")
     return str(uuid.UUID(value))
+
+
+def canonical_id(value):
+    """A run id in the one form keys use (ValueError when it is not a UUID)."""
+    return _uuid("id", value)
 
 
 def _optional_uuid(field, value):
@@ -193,11 +209,17 @@ def _time_field(index):
     return property(lambda self: self.fields[index] or None)
 
 
+def _optional_field(index):
+    """A field records written before it existed lack: absent reads as None."""
+    return property(lambda self: (self.fields[index] if len(self.fields) > index else 0) or None)
+
+
 class RunRecord:
     """A run as read back from Redis, decoded on first use: a board of ten thousand runs
-    shows a screenful of them."""
+    shows a screenful of them. `flag` is the run's detector flag (a dict: kind, reason,
+    since), read beside the record, or None."""
 
-    __slots__ = ("id", "raw", "_fields")
+    __slots__ = ("id", "raw", "_fields", "flag")
     FIELDS = (
         "version",
         "state_type",
@@ -209,12 +231,13 @@ class RunRecord:
         "start",
         "end",
         "run_count",
-    )
+    )  # what a row shows; expected_start is read by the late-run detector only
 
-    def __init__(self, run_id, raw):
+    def __init__(self, run_id, raw, flag=None):
         self.id = run_id
         self.raw = raw
         self._fields = None
+        self.flag = flag
 
     @property
     def fields(self):
@@ -235,9 +258,11 @@ class RunRecord:
     start = _time_field(7)
     end = _time_field(8)
     run_count = _field(9)
+    expected_start = _optional_field(10)
 
     def as_dict(self):
-        return {"id": self.id, **{name: getattr(self, name) for name in self.FIELDS}}
+        fields = {name: getattr(self, name) for name in self.FIELDS}
+        return {"id": self.id, **fields, "flag": self.flag}
 
     def __repr__(self):
         return f"<RunRecord {self.id} {self.state_type}>"

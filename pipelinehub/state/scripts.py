@@ -10,7 +10,7 @@ import hashlib
 from functools import cache
 from pathlib import Path
 
-from .records import TERMINAL_STATES
+from .records import BASELINE_STATE, FAILURE_STATES, TERMINAL_STATES
 
 # The order of the values in an encoded record (`RunChange.encode`): Lua indexes from 1.
 LAYOUT = (
@@ -24,8 +24,11 @@ LAYOUT = (
     "start",
     "end",
     "run_count",
+    "expected_start",
 )
-SCRIPT_NAMES = ("apply", "prune", "board", "remove")
+SCRIPT_NAMES = ("apply", "prune", "board", "remove", "heartbeat", "flags")
+BASELINE_RUNS = 50  # the newest completed durations a baseline is taken from
+FAILURES_KEPT = 1000  # newly failed flow runs held for the detector, newest first
 # The order in which scripts take the per-state "finished" keys (Keyspace.finished).
 FINISHED_ORDER = tuple(sorted(TERMINAL_STATES))
 _LUA_DIR = Path(__file__).with_name("lua")
@@ -34,10 +37,18 @@ _LUA_DIR = Path(__file__).with_name("lua")
 def prelude():
     """Lua constants: `F.<field>` positions in a record, the `TERMINAL` states, each mapped to
     its place among the "finished" keys a script is given (FINISHED_ORDER), and `counted`, the
-    bookkeeping of the per-state counts that every write of a flow run does."""
+    bookkeeping of the per-state counts that every write of a flow run does; for baselines and
+    failures, `BASELINED` (the state whose runs give a duration), `FAILING` (the states that
+    count as failed), `BASELINE_RUNS` and `FAILURES_KEPT`."""
     fields = ", ".join(f"['{name}'] = {index}" for index, name in enumerate(LAYOUT, start=1))
     terminal = ", ".join(f"{state} = {i}" for i, state in enumerate(FINISHED_ORDER))
-    return f"local F = {{{fields}}}\nlocal TERMINAL = {{{terminal}}}\n" + _COUNTED
+    failing = ", ".join(f"{state} = true" for state in sorted(FAILURE_STATES))
+    return (
+        f"local F = {{{fields}}}\nlocal TERMINAL = {{{terminal}}}\n"
+        f"local BASELINED = '{BASELINE_STATE}'\nlocal FAILING = {{{failing}}}\n"
+        f"local BASELINE_RUNS = {BASELINE_RUNS}\n"
+        f"local FAILURES_KEPT = {FAILURES_KEPT}\n" + _COUNTED
+    )
 
 
 # A flow run goes from state `old` (nil: new) to `new` (nil: removed): the in-flight counts hash

@@ -8,12 +8,14 @@ form adds only the I/O. Every write goes through a Lua script (scripts.py), so w
 atomic, idempotent and independent of arrival order.
 """
 
+from . import inflight
 from .connections import (
     async_environment_client,
     async_target_client,
     environment_client,
     target_client,
 )
+from .flags import from_stored
 from .records import RunRecord
 from .scripts import SCRIPT_NAMES, source
 from .vocabulary import (  # noqa: F401 - the store's public names, defined with the vocabulary
@@ -112,6 +114,30 @@ class EnvironmentState(_Vocabulary):
             if self._pruned_all(dropped, kept):
                 return removed
 
+    def record_heartbeats(self, beats):
+        """Record [(flow run id, microseconds)] as the runs' last sign of life (heartbeat.lua:
+        only runs held unfinished, only newer ones); returns how many were recorded."""
+        return sum(self._run_all(self._heartbeat_calls(beats)))
+
+    def set_flags(self, judged):
+        """Make [(RunFlag, state type judged)] the environment's whole set of flags, each set
+        or cleared flag an entry on the change stream; returns how many changed."""
+        return self._run("flags", self._flags_call(judged))
+
+    def newly_failed(self):
+        """The flow runs that entered a failure state and were not handed on yet (records,
+        newest last), and the version they go up to: `forget_failed(upto)` once they have
+        been, so that a pass that fails on the way loses none."""
+        entries = self.client.zrange(self.keys.failed, 0, -1, withscores=True)
+        upto = int(entries[-1][1]) if entries else None
+        return self.records("flow", self._ids([run_id for run_id, _ in entries])), upto
+
+    def forget_failed(self, upto):
+        """Drop the newly failed runs up to version `upto`: a run that fails again later, with
+        a newer version, stays for the next pass."""
+        if upto is not None:
+            self.client.zremrangebyscore(self.keys.failed, "-inf", upto)
+
     def set_meta(self, **values):
         self.client.hset(self.keys.meta, mapping={k: str(v) for k, v in values.items()})
 
@@ -141,12 +167,14 @@ class EnvironmentState(_Vocabulary):
         return self._cursor(self.client.xrevrange(self.keys.changes, count=1))
 
     def flow_run(self, flow_run_id):
-        """One flow run and its task runs (oldest start first), or None."""
-        raw = self.client.hget(self.keys.flow_runs, flow_run_id)
+        """One flow run (with its flag) and its task runs (oldest start first), or None."""
+        with self.client.pipeline(transaction=True) as pipe:
+            self._fill_flow_run(pipe, flow_run_id)
+            raw, flag = pipe.execute()
         if raw is None:
             return None
         tasks = self.records("task", self.task_ids_of([flow_run_id]))
-        return RunRecord(flow_run_id, raw), self._in_start_order(tasks)
+        return RunRecord(flow_run_id, raw, from_stored(flag)), self._in_start_order(tasks)
 
     def flow_run_ids(self, min_version="-inf", max_version="+inf"):
         """Ids of the flow runs held, optionally only those whose version is in a range."""
@@ -157,6 +185,38 @@ class EnvironmentState(_Vocabulary):
         return self._ids(
             self.client.zrangebyscore(self.keys.inflight(kind), "-inf", changed_before)
         )
+
+    def unfinished(self):
+        """An `inflight.InFlight`: every flow run held unfinished, with the heartbeats, flags
+        and baselines a detection pass judges them by."""
+        with self.client.pipeline(transaction=False) as pipe:
+            pipe.zrange(self.keys.inflight("flow"), 0, -1)
+            pipe.hgetall(self.keys.heartbeats)
+            pipe.hgetall(self.keys.flags)
+            ids, beats, flags = pipe.execute()
+        ids = self._ids(ids)
+        with self.client.pipeline(transaction=False) as pipe:
+            for chunk in inflight.chunks(ids):
+                pipe.hmget(self.keys.flow_runs, chunk)
+            runs = inflight.decode_runs(ids, pipe.execute())
+        return inflight.InFlight(
+            runs,
+            inflight.decode_heartbeats(beats),
+            inflight.decode_flags(flags),
+            self.baselines(inflight.scopes_of(runs)),
+        )
+
+    def baselines(self, scopes):
+        """{(scope, name): Baseline} of the given ("flow", name) and ("deployment", id) that
+        have completed runs."""
+        with self.client.pipeline(transaction=False) as pipe:
+            for scope in scopes:
+                pipe.zrange(self.keys.durations(*scope), 0, -1)
+            return inflight.decode_baselines(scopes, pipe.execute())
+
+    def flags(self):
+        """{flow run id: stored flag} of the environment."""
+        return inflight.decode_flags(self.client.hgetall(self.keys.flags))
 
     def task_ids_of(self, flow_run_ids):
         """Ids of the task runs held for the given flow runs."""
@@ -267,6 +327,9 @@ class AsyncEnvironmentState(_Vocabulary):
             if self._pruned_all(dropped, kept):
                 return removed
 
+    async def record_heartbeats(self, beats):
+        return sum(await self._run_all(self._heartbeat_calls(beats)))
+
     async def set_meta(self, **values):
         await self.client.hset(self.keys.meta, mapping={k: str(v) for k, v in values.items()})
 
@@ -293,11 +356,13 @@ class AsyncEnvironmentState(_Vocabulary):
         return self._cursor(await self.client.xrevrange(self.keys.changes, count=1))
 
     async def flow_run(self, flow_run_id):
-        raw = await self.client.hget(self.keys.flow_runs, flow_run_id)
+        async with self.client.pipeline(transaction=True) as pipe:
+            self._fill_flow_run(pipe, flow_run_id)
+            raw, flag = await pipe.execute()
         if raw is None:
             return None
         tasks = await self.records("task", await self.task_ids_of([flow_run_id]))
-        return RunRecord(flow_run_id, raw), self._in_start_order(tasks)
+        return RunRecord(flow_run_id, raw, from_stored(flag)), self._in_start_order(tasks)
 
     async def flow_run_ids(self, min_version="-inf", max_version="+inf"):
         ids = await self.client.zrangebyscore(self.keys.runs, min_version, max_version)
@@ -306,6 +371,17 @@ class AsyncEnvironmentState(_Vocabulary):
     async def inflight(self, kind, changed_before="+inf"):
         ids = await self.client.zrangebyscore(self.keys.inflight(kind), "-inf", changed_before)
         return self._ids(ids)
+
+    async def flags(self):
+        return inflight.decode_flags(await self.client.hgetall(self.keys.flags))
+
+    async def flagged(self):
+        """The flagged flow runs, each with its flag, the longest flagged first."""
+        flags = await self.flags()
+        runs = await self.records("flow", list(flags))
+        for run in runs:
+            run.flag = flags[run.id]
+        return sorted(runs, key=lambda run: (run.flag["since"], run.id))
 
     async def task_ids_of(self, flow_run_ids):
         async with self.client.pipeline(transaction=False) as pipe:

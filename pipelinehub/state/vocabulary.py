@@ -5,11 +5,13 @@ each form adds only its I/O."""
 import time
 from collections import Counter
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 
 from django.conf import settings
 from redis.exceptions import NoScriptError
 from redis.lock import Lock
 
+from .flags import from_stored
 from .keyspace import Keyspace
 from .records import RunRecord, state_type_of
 from .scripts import FINISHED_ORDER, sha
@@ -18,6 +20,8 @@ PRUNE_CHUNK = 500
 BATCH = 500
 EMPTY_CURSOR = "0-0"
 DAY_MICROS = 86_400 * 1_000_000
+BASELINE_TTL_SECONDS = 30 * 86_400  # a flow that has not completed for a month loses its baseline
+HEARTBEAT_BATCH = 500  # heartbeats recorded per script call
 
 
 @dataclass
@@ -81,7 +85,15 @@ class _Vocabulary:
         self.stream_maxlen = stream_maxlen or settings.STATE_STREAM_MAXLEN
         # Built once: apply is the hot path, and most of its keys are the same for every run.
         self._finished = [ks.finished(state) for state in FINISHED_ORDER]
-        self._flow_tail = [ks.inflight("flow"), ks.counts, *self._finished]
+        self._flow_tail = [
+            ks.inflight("flow"),
+            ks.counts,
+            ks.heartbeats,
+            ks.flags,
+            ks.failed,
+            *self._finished,
+        ]
+        self._baseline_args = [ks.durations_base, BASELINE_TTL_SECONDS]
 
     def _apply_call(self, change, day_ago=None):
         """Keys and arguments of apply.lua for `change`; `day_ago` (a version) may be given
@@ -100,6 +112,7 @@ class _Vocabulary:
             self.stream_maxlen,
             change.flow_run_id,
             day_ago or self._day_ago(),
+            *self._baseline_args,
         ]
         return keys, args
 
@@ -128,7 +141,8 @@ class _Vocabulary:
 
     def _prune_call(self, cutoff, offset, day_ago):
         ks = self.keys
-        keys = [ks.flow_runs, ks.runs, ks.changes, ks.inflight("flow"), *self._finished_keys()]
+        keys = [ks.flow_runs, ks.runs, ks.changes, ks.inflight("flow"), ks.heartbeats, ks.flags]
+        keys += self._finished_keys()
         return keys, [cutoff, offset, PRUNE_CHUNK, self.stream_maxlen, day_ago]
 
     @staticmethod
@@ -140,7 +154,7 @@ class _Vocabulary:
         ks = self.keys
         if kind == "flow":
             keys = [ks.flow_runs, ks.changes, ks.runs, ks.tasks_of(run_id), ks.inflight("flow")]
-            keys += [ks.counts, *self._finished_keys()]
+            keys += [ks.counts, ks.heartbeats, ks.flags, *self._finished_keys()]
         else:
             # KEYS[4] is unused for a task run: any key of the environment's slot will do.
             keys = [ks.task(run_id), ks.changes, ks.tasks_of(flow_run_id), ks.flow_runs]
@@ -164,7 +178,30 @@ class _Vocabulary:
         return Counts(in_flight, {state: n for state, n in finished.items() if n})
 
     def _board_call(self, limit):
-        return [self.keys.runs, self.keys.flow_runs, self.keys.changes], [limit]
+        return [self.keys.runs, self.keys.flow_runs, self.keys.changes, self.keys.flags], [limit]
+
+    def _heartbeat_calls(self, beats):
+        """heartbeat.lua calls for [(flow run id, microseconds)], HEARTBEAT_BATCH a call."""
+        keys = [self.keys.flow_runs, self.keys.heartbeats]
+        beats = list(beats)
+        return [
+            ("heartbeat", (keys, [value for beat in chunk for value in beat]))
+            for chunk in (
+                beats[i : i + HEARTBEAT_BATCH] for i in range(0, len(beats), HEARTBEAT_BATCH)
+            )
+        ]
+
+    def _flags_call(self, judged):
+        """flags.lua for [(RunFlag, the state type it judged)]: the environment's whole set."""
+        ks = self.keys
+        args = [self.stream_maxlen]
+        for flag, state_type in judged:
+            args += [flag.run_id, state_type, flag.stored()]
+        return [ks.flow_runs, ks.flags, ks.changes], args
+
+    def _fill_flow_run(self, pipe, flow_run_id):
+        pipe.hget(self.keys.flow_runs, flow_run_id)
+        pipe.hget(self.keys.flags, flow_run_id)
 
     def _fill_records(self, pipe, kind, run_ids):
         if kind == "flow":
@@ -182,9 +219,11 @@ class _Vocabulary:
 
     @staticmethod
     def _board(reply):
-        cursor, ids, raws = reply
+        cursor, ids, raws, flags = reply
         runs = [
-            RunRecord(run_id.decode(), raw) for run_id, raw in zip(ids, raws, strict=True) if raw
+            RunRecord(run_id.decode(), raw, from_stored(flag))
+            for run_id, raw, flag in zip(ids, raws, flags, strict=True)
+            if raw
         ]
         counts = Counter(state_type_of(run.raw).decode() for run in runs)
         return Board(runs, dict(counts), as_text(cursor))
@@ -219,15 +258,26 @@ class _Vocabulary:
         return [as_text(member) for member in raw]
 
 
+def meta_time(iso):
+    """A time of the meta hash (`ingest_watermark`, `last_reconcile`: ISO, UTC when it names no
+    zone) as a datetime; None when absent or garbled."""
+    try:
+        moment = datetime.fromisoformat(iso) if iso else None
+    except ValueError:
+        return None
+    return moment.replace(tzinfo=UTC) if moment and moment.tzinfo is None else moment
+
+
 def as_text(value):
     return value.decode() if isinstance(value, bytes) else value
 
 
 def stream_entry(entry_id, fields):
     run_id, record = fields[b"id"].decode(), fields[b"record"]
+    flag = from_stored(fields.get(b"flag"))
     return StreamEntry(
         as_text(entry_id),
         fields[b"kind"].decode(),
-        RunRecord(run_id, record) if record else None,
+        RunRecord(run_id, record, flag) if record else None,
         run_id,
     )

@@ -25,7 +25,12 @@ from datetime import timedelta
 from pipelinehub.state.records import to_micros
 
 from . import reads
-from .mapping import change_from_flow_run, change_from_task_run, changes_from_events
+from .mapping import (
+    change_from_flow_run,
+    change_from_task_run,
+    changes_from_events,
+    heartbeats_from_events,
+)
 from .selecting import admits_run, admitted_events
 
 log = logging.getLogger(__name__)
@@ -46,6 +51,9 @@ class PassResult:
     # Runs held unfinished that Prefect, asked by id, does not have (deleted, or no longer in
     # the environment's selection): {"flow": ids, "task": ids}.
     gone: dict = field(default_factory=dict)
+    # Heartbeats among the persisted flow-run events: [(flow run id, microseconds)], the ones
+    # the live stream dropped included.
+    heartbeats: list = field(default_factory=list)
 
 
 async def follow_up(client, state, since, now, selection):
@@ -83,6 +91,7 @@ async def _trailing_flow_runs(client, since, until, selection, result):
     async for page in reads.events(client, since, until, FLOW_RUN_EVENTS):
         changes, _, malformed = changes_from_events(admitted_events(selection, page))
         result.changes += changes
+        result.heartbeats += heartbeats_from_events(page)
         result.malformed += len(malformed)
 
 

@@ -27,7 +27,7 @@ from pipelinehub.state.store import AsyncEnvironmentState
 
 from . import reads
 from .followup import follow_up
-from .mapping import changes_from_events
+from .mapping import changes_from_events, heartbeats_from_events
 from .prefect import RUN_EVENT_PREFIXES, event_subscriber, rest_client
 from .reconcile import reconcile_async
 from .selecting import admitted_events, follow_their_flow_runs
@@ -122,6 +122,7 @@ class EnvironmentIngest:
                 async with rest_client(self.workspace) as client:
                     found = await follow_up(client, state, watermark, started, self.selection)
                 applied = sum(await state.apply_batch(found.changes))
+                await state.record_heartbeats(found.heartbeats)
                 for kind, run_ids in found.gone.items():
                     await state.remove(kind, run_ids)
                 await state.set_meta(ingest_watermark=started.isoformat())
@@ -169,10 +170,15 @@ class EnvironmentIngest:
         started = time.monotonic()
         changes, ignored, malformed = changes_from_events(admitted_events(self.selection, events))
         changes = await follow_their_flow_runs(self.selection, state, changes)
+        # Heartbeats name no work pool, so the selection cannot judge them: state records only
+        # those of flow runs this environment holds unfinished.
+        heartbeats = heartbeats_from_events(events)
         for reason in malformed:
             log.error("ingest environment=%s malformed event skipped: %s", self.environment, reason)
         self.malformed_total += len(malformed)
         applied = sum(await state.apply_batch(changes))
+        if heartbeats:
+            await state.record_heartbeats(heartbeats)
         now = datetime.now(UTC)
         newest = min(max(event.occurred for event in events), now)
         log.info(

@@ -16,11 +16,19 @@ of `RunChange`'s bounds (a state dated in the future, a run count past `MAX_RUN_
 from contextlib import contextmanager
 from datetime import datetime
 
-from pipelinehub.state.records import TERMINAL_STATES, RunChange, brief, to_micros
+from pipelinehub.state.records import (
+    TERMINAL_STATES,
+    RunChange,
+    brief,
+    canonical_id,
+    latest_micros,
+    to_micros,
+)
 
 FLOW_RUN_PREFIX = "prefect.flow-run."
 TASK_RUN_PREFIX = "prefect.task-run."
 DEPLOYMENT_PREFIX = "prefect.deployment."
+HEARTBEAT_EVENT = "prefect.flow-run.heartbeat"
 REASON_LENGTH = 300  # a reason is logged per skipped event: never a dump of the event
 
 
@@ -35,6 +43,24 @@ class MalformedRun(ValueError):
 def is_state_event(event):
     """Run state events only: heartbeats and other run events carry no state."""
     return event.resource.get("prefect.state-type") is not None
+
+
+def heartbeats_from_events(events):
+    """[(flow run id, microseconds)] of the heartbeat events among `events`: a run's last sign
+    of life, which the stuck-run detector reads. One that cannot be read is left out (a
+    heartbeat is worth less than a log line); never raises."""
+    beats, latest = [], latest_micros()
+    for event in events:
+        if getattr(event, "event", None) != HEARTBEAT_EVENT:
+            continue
+        try:
+            run_id = canonical_id(_strip(event.resource.id, FLOW_RUN_PREFIX))
+            beat = to_micros(event.occurred)
+        except Exception:  # noqa: S112 - any content whatever costs only this heartbeat
+            continue
+        if beat <= latest:  # one from the future would keep a dead run alive
+            beats.append((run_id, beat))
+    return beats
 
 
 def changes_from_events(events):
@@ -66,7 +92,9 @@ def change_from_event(event):
 
 
 def change_from_flow_run(flow_run, flow_name=""):
-    """A flow run from the API; `MalformedRun` when its values are out of bounds."""
+    """A flow run from the API; `MalformedRun` when its values are out of bounds. A scheduled
+    run's expected start is its state's scheduled time (a Late or AwaitingRetry state keeps
+    one), else the run's expected start time; events carry neither, so it comes from here."""
     with _refusing("flow", flow_run):
         return RunChange(
             "flow",
@@ -80,7 +108,16 @@ def change_from_flow_run(flow_run, flow_name=""):
             start=to_micros(flow_run.start_time),
             end=to_micros(flow_run.end_time),
             run_count=flow_run.run_count or 0,
+            expected_start=_expected_start(flow_run),
         )
+
+
+def _expected_start(flow_run):
+    state = flow_run.state
+    if state.type.value != "SCHEDULED":
+        return None
+    scheduled = state.state_details.scheduled_time if state.state_details else None
+    return to_micros(scheduled or flow_run.expected_start_time)
 
 
 def change_from_task_run(task_run):

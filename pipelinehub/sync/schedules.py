@@ -1,7 +1,7 @@
 """Every environment gets two beat schedules in django-celery-beat: reconcile "changes"
 (`reconcile_environment`) and reconcile "sweep" (`sweep_environment`). Both are created with the
-environment (default every 5 minutes), enabled and disabled with it, deleted with it, and
-otherwise edited in the admin like any schedule (an edited interval is kept)."""
+environment (default every 5 minutes), enabled and disabled with it, deleted with it
+(`pipelinehub/schedules.py`)."""
 
 import json
 
@@ -10,6 +10,7 @@ from django.dispatch import receiver
 from django_celery_beat.models import IntervalSchedule, PeriodicTask
 
 from pipelinehub.environments.models import Environment
+from pipelinehub.schedules import ensure_periodic_task
 
 DEFAULT_MINUTES = 5
 # Celery task name -> the label that starts its schedule's name.
@@ -24,34 +25,17 @@ def schedule_name(environment, label="reconcile"):
 
 
 def ensure_schedules(environment, periodic_task=PeriodicTask, interval=IntervalSchedule):
-    """Create the environment's missing schedules and make all follow its `enabled`.
-
-    The model classes are parameters so that a data migration can pass its historical ones.
-    """
+    """Create the environment's missing schedules and make all follow its `enabled`."""
     for task_name, label in TASKS.items():
-        task = periodic_task.objects.filter(task=task_name, args=json.dumps([environment.pk]))
-        task = task.first()
-        if task is None:
-            every = _every_five_minutes(interval)
-            periodic_task.objects.create(
-                name=schedule_name(environment, label),
-                task=task_name,
-                args=json.dumps([environment.pk]),
-                interval=every,
-                enabled=environment.enabled,
-            )
-        elif task.enabled != environment.enabled:
-            task.enabled = environment.enabled
-            task.save(update_fields=["enabled"])
-
-
-def _every_five_minutes(interval):
-    """The shared interval; not get_or_create, which makes a second row when two environments
-    are saved at once and then raises MultipleObjectsReturned at every later save."""
-    fields = {"every": DEFAULT_MINUTES, "period": IntervalSchedule.MINUTES}
-    return interval.objects.filter(**fields).order_by("pk").first() or interval.objects.create(
-        **fields
-    )
+        ensure_periodic_task(
+            periodic_task,
+            interval,
+            task=task_name,
+            identity={"args": json.dumps([environment.pk])},
+            name=schedule_name(environment, label),
+            every=(DEFAULT_MINUTES, IntervalSchedule.MINUTES),
+            enabled=environment.enabled,
+        )
 
 
 @receiver(post_save, sender=Environment, dispatch_uid="sync.ensure_reconcile_schedule")

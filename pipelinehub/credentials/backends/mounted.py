@@ -31,7 +31,8 @@ ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
 class MountedBackend(SecretBackend):
-    """Subclasses read the value (`_value`) and say where it comes from (`describe`)."""
+    """Subclasses read the value (`_value`) and say where it comes from (`describe`); one whose
+    value something else rotates says where to rotate it (`_refusal`)."""
 
     read_only = True
 

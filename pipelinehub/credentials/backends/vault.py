@@ -11,7 +11,8 @@ The secret is `location`, a path under VAULT_KV_MOUNT optionally followed by `#<
 PIPELINEHUB_SECRET_NAME_PREFIX followed by the ref's name; the value is the field `value` of
 the secret's data unless `#<field>` names another, and storing keeps the other fields.
 Authentication is VAULT_TOKEN, or an AppRole login (VAULT_ROLE_ID, VAULT_SECRET_ID) made again
-when Vault stops taking its token.
+when Vault stops taking its token; the `vault-static-role` backend reads through the same client
+(`call_vault`).
 """
 
 import functools
@@ -93,22 +94,31 @@ def _address(ref):
 
 def _kv(ref, operation, **arguments):
     """One KV v2 call on the ref's path; None when the path or the version does not exist or
-    is deleted. Other failures become SecretUnavailable naming the secret."""
+    is deleted."""
     path = _address(ref)[0]
+    return call_vault(
+        ref,
+        f"{operation} on {path!r}",
+        lambda client: getattr(client.secrets.kv.v2, operation)(
+            path=path, mount_point=settings.VAULT_KV_MOUNT, **arguments
+        ),
+    )
+
+
+def call_vault(ref, what, call):
+    """`call(client)` with the hub's Vault client (VAULT_ADDR, its token or AppRole login), for
+    every backend that reads Vault; None when Vault answers that the path does not exist. Other
+    failures become SecretUnavailable naming the secret and `what` was asked, never a value."""
     if not settings.VAULT_ADDR:
         raise SecretUnavailable(f"Secret {ref.name!r}: VAULT_ADDR is not set.")
     try:
-        return _with_login(
-            lambda client: getattr(client.secrets.kv.v2, operation)(
-                path=path, mount_point=settings.VAULT_KV_MOUNT, **arguments
-            )
-        )
+        return _with_login(call)
     except hvac.exceptions.InvalidPath:
         return None
     except hvac.exceptions.VaultError as exc:
         reasons = "; ".join(error for error in exc.errors or [] if isinstance(error, str))
         raise SecretUnavailable(
-            f"Secret {ref.name!r}: Vault refused {operation} on {path!r} "
+            f"Secret {ref.name!r}: Vault refused {what} "
             f"({type(exc).__name__}: {reasons or 'no reason given'})."
         ) from None
     except requests.RequestException as exc:

@@ -10,6 +10,9 @@
  * The Content Security Policy allows no inline code: the page hands over everything through
  * data-* attributes, a <template> row rendered by the server, and one json_script (the icons).
  * Times and durations are written as pipelinehub/dashboard/presentation.py writes them.
+ *
+ * Detector flags (runaway, stuck, late) travel on the same changes, as the run's `flag`: they
+ * show in the run's row, on the run page, and in the board's "Needs attention" list.
  */
 (function () {
   "use strict";
@@ -43,6 +46,7 @@
   const template = root.querySelector("template[data-row-template]");
   const summary = root.querySelector("[data-run-summary]");
   const indicator = document.querySelector("[data-connection]");
+  const attention = root.querySelector("[data-flagged]");
 
   let cursor = root.dataset.cursor || "";
   let socket = null;
@@ -129,11 +133,68 @@
       el.textContent = formatDuration(durationOf(run, nowMicros));
     });
     fields(element, "run_count").forEach((el) => { el.textContent = run.run_count; });
+    fields(element, "flag").forEach((el) => showFlag(el, run.flag));
     const finished = TERMINAL.has(run.state_type);
     element.querySelectorAll("[data-action]").forEach((el) => {
       el.hidden = (el.dataset.action === "retry") !== finished;
       if (el.hidden) el.open = false;
     });
+  }
+
+  function flagKind(flag) {
+    return flag.kind.charAt(0).toUpperCase() + flag.kind.slice(1);
+  }
+
+  function showFlag(el, flag) {
+    el.hidden = !flag;
+    el.className = `flag flag-${flag ? flag.kind : "none"}`;
+    el.querySelector(".flag-kind").textContent = flag ? flagKind(flag) : "";
+    el.querySelector(".flag-reason").textContent = flag ? flag.reason : "";
+  }
+
+  /* The board's "Needs attention" list: every flagged run the page hears of */
+
+  function make(tag, className, text) {
+    const made = document.createElement(tag);
+    if (className) made.className = className;
+    if (text) made.textContent = text;
+    return made;
+  }
+
+  function flagged(id, run) {
+    if (!attention) return;
+    const list = attention.querySelector("[data-flagged-list]");
+    const counter = attention.querySelector("[data-flagged-count]");
+    let count = Number(counter.textContent); // of them all: the list may show fewer
+    let item = list.querySelector(`li[data-run-id="${CSS.escape(id)}"]`);
+    if (!run || !run.flag) {
+      if (item) {
+        item.remove();
+        count -= 1;
+      }
+    } else {
+      if (!item) {
+        count += 1;
+        item = document.createElement("li");
+        item.dataset.runId = id;
+        const link = document.createElement("a");
+        link.href = attention.dataset.runUrl.replace(placeholder, id);
+        const flow = make("span", "muted");
+        const flag = make("span");
+        flag.dataset.field = "flag";
+        const icon = make("span", "flag-icon", "⚑");
+        icon.setAttribute("aria-hidden", "true");
+        flag.append(icon, " ", make("span", "flag-kind"), ": ", make("span", "flag-reason"));
+        item.append(link, " ", flow, " ", flag);
+        list.append(item);
+      }
+      item.querySelector("a").textContent = run.name || id;
+      item.querySelector(".muted").textContent = run.flow || "";
+      showFlag(item.querySelector("[data-field=flag]"), run.flag);
+    }
+    count = Math.max(count, list.children.length);
+    attention.hidden = count === 0;
+    counter.textContent = count;
   }
 
   function runOf(element) {
@@ -242,6 +303,7 @@
   function applyChange(change) {
     if (mode === "board") {
       if (change.kind !== "flow") return;
+      flagged(change.id, change.run);
       // The socket is not filtered: a run that stops matching must leave the board.
       if (change.run && shows(change.run)) upsert(change.run);
       else remove(change.id);
