@@ -28,11 +28,11 @@ def test_redis_db():
     return int(path) if path.isdigit() else 0
 
 
-def redis_target(host="127.0.0.1", port=6379, db=None, **fields):
+def redis_target(host="127.0.0.1", port=6379, db=None, name=None, **fields):
     if db is None:
         db = test_redis_db() if (host, port) == ("127.0.0.1", 6379) else 0
     return RedisTarget.objects.create(
-        name=f"redis{next(_seq)}", host=host, port=port, db=db, **fields
+        name=name or f"redis{next(_seq)}", host=host, port=port, db=db, **fields
     )
 
 

@@ -6,6 +6,7 @@ does) except in the test that runs a real worker started as the Procfile starts 
 
 import logging
 import threading
+from datetime import timedelta
 
 import pytest
 from django.conf import settings
@@ -13,8 +14,10 @@ from django.contrib.auth import get_user_model
 from django.core import mail
 from django.core.cache import cache
 from django.db import connection
+from django.utils import timezone
 
 from pipelinehub.accounts.models import Membership
+from pipelinehub.alerts import service
 from pipelinehub.alerts.models import Alert, Delivery, Event, NotificationTarget
 from pipelinehub.alerts.service import FLUSH_MARKER, reconcile_alerts
 from pipelinehub.audit.models import AuditEvent
@@ -200,6 +203,20 @@ def test_a_receiver_down_leaves_a_failed_delivery_that_the_admin_shows_and_retri
     delivery.refresh_from_db()
     assert (delivery.status, delivery.last_error) == ("sent", "")
     assert AuditEvent.objects.filter(action="delivery.retry", object_id=str(delivery.pk)).exists()
+
+
+def test_a_delivery_its_flush_never_queued_goes_at_a_later_pass(prod, receiver, eager, passes):
+    """The flush's worker died between its commit and queueing the delivery: the delivery is
+    pending and never tried; a pass five minutes later queues it."""
+    webhook(prod.team, receiver.url)
+    reconcile_alerts(prod, [flag(1)])  # its on-commit flush never runs
+    (stranded,) = service.flush(prod.team_id)  # made, never queued
+    passes(prod, [flag(1)])
+    assert receiver.received == []  # not yet: it may still be in the queue
+    Delivery.objects.filter(pk=stranded).update(created_at=timezone.now() - timedelta(minutes=6))
+    passes(prod, [flag(1)])
+    assert [message.json["events"][0]["event"] for message in receiver.received] == ["started"]
+    assert Delivery.objects.get(pk=stranded).status == Delivery.Status.SENT
 
 
 def test_another_team_never_receives_this_teams_alerts(prod, receiver, eager, passes):

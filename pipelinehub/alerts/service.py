@@ -27,6 +27,9 @@ logger = logging.getLogger(__name__)
 OPEN_KINDS = (flag_kinds.RUNAWAY, flag_kinds.STUCK, flag_kinds.LATE)
 FLUSH_MARKER = "pipelinehub:alerts:flush-scheduled:{team_id}"
 MAX_SILENCE = timedelta(days=7)
+# A delivery never tried this long after its flush made it was never queued (the flush's worker
+# died between its commit and queueing the delivery tasks).
+STRANDED_AFTER = timedelta(minutes=5)
 
 
 def group_seconds():
@@ -60,6 +63,7 @@ def reconcile_alerts(environment, flags, failed=()):
             _announce_failure(environment, flag, now)
         team_id = environment.team_id
         transaction.on_commit(lambda: schedule_flush_if_pending(team_id))
+        transaction.on_commit(lambda: resend_stranded(team_id))
 
 
 def _open(environment, flag, now):
@@ -163,6 +167,23 @@ def flush(team_id):
         "team %s: %d events grouped into %d deliveries", team_id, len(events), len(deliveries)
     )
     return deliveries
+
+
+def resend_stranded(team_id):
+    """Queue again the team's deliveries that a flush made but never queued. Should one of them
+    be queued twice after all, its receiver can drop the repeat: every attempt carries the same
+    X-PipelineHub-Delivery id."""
+    from .tasks import deliver
+
+    stranded = Delivery.objects.filter(
+        target__team_id=team_id,
+        status=Delivery.Status.PENDING,
+        attempts=0,
+        created_at__lt=timezone.now() - STRANDED_AFTER,
+    ).values_list("pk", flat=True)
+    for delivery_id in stranded:
+        logger.warning("delivery %s was never queued; queueing it now", delivery_id)
+        deliver.delay(delivery_id)
 
 
 # Operators' actions

@@ -9,13 +9,14 @@ import pytest
 from prefect.flows import Flow
 
 from pipelinehub.credentials.models import SecretRef
-from pipelinehub.environments.models import Environment, PrefectWorkspace, RedisTarget, Team
+from pipelinehub.environments.models import Environment, PrefectWorkspace, Team
 from pipelinehub.state.records import RunRecord
 from pipelinehub.state.store import EnvironmentState
 from pipelinehub.sync.mapping import change_from_flow_run, change_from_task_run
 from pipelinehub.sync.prefect import rest_client
 from pipelinehub.sync.reconcile import PAGE
 
+from .. import factories
 from ..conftest import delete_prefix, redis_for_tests
 from ..processes import DeployedProcess
 from ..redis_server import PrivateRedis
@@ -42,7 +43,7 @@ def prefect_environment(transactional_db, prefect_server):
     workspace = PrefectWorkspace.objects.create(
         name=name, api_url=prefect_server.api_url, api_key=key
     )
-    target = RedisTarget.objects.create(name=name, host="127.0.0.1", port=6379)
+    target = factories.redis_target(name=name)
     environment = Environment.objects.create(
         team=Team.objects.create(slug=f"t{name}", name=name),
         slug="dev",
