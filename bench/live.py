@@ -12,8 +12,9 @@ session cookie of a viewer of the environment. Processes:
   `EnvironmentState.apply_batch`, keeps the time of each, and listens on the environment's
   channel-layer group as one more process would (a thread), which times the relay alone;
 - one client process (`clients`) holds the websockets, so that their reading does not share
-  the web process; it timestamps each change's first arrival per socket and joins the times
-  with the coordinator's.
+  the web process; it timestamps each frame's arrival per socket (parsing each distinct frame
+  once: `Frames`) and, after the drain, joins each change's first arrival per socket with the
+  coordinator's times.
 
 A change is a new flow run whose id carries the run's number and its sequence number, so
 nobody needs a table of ids. Times across processes are `time.time()` (one clock); durations
@@ -406,12 +407,13 @@ def clients(url, cookie, count, total, number):
 
 async def _clients(url, cookie, count, total, number):
     gate = asyncio.Semaphore(CONNECTING)
-    watchers = await asyncio.gather(*(Watcher.open(url, cookie, total, gate) for _ in range(count)))
+    watchers = await asyncio.gather(*(Watcher.open(url, cookie, gate) for _ in range(count)))
     print("ready", flush=True)
-    receiving = [asyncio.create_task(w.receive(number)) for w in watchers]
+    frames = Frames(number)
+    receiving = [asyncio.create_task(w.receive(frames)) for w in watchers]
     applied = json.loads(await asyncio.to_thread(sys.stdin.read))
     deadline = time.monotonic() + DRAIN_SECONDS
-    while time.monotonic() < deadline and not all(w.arrived[-1] for w in watchers):
+    while time.monotonic() < deadline and not all(w.newest == total - 1 for w in watchers):
         await asyncio.sleep(0.1)
     for task in receiving:
         task.cancel()
@@ -423,7 +425,7 @@ def _joined(watchers, applied):
     latencies = [
         arrived - sent
         for watcher in watchers
-        for arrived, sent in zip(watcher.arrived, applied, strict=True)
+        for arrived, sent in zip(watcher.arrivals(len(applied)), applied, strict=True)
         if arrived
     ]
     frames = sum(w.frames.get("delta", 0) for w in watchers) / len(watchers)
@@ -438,14 +440,15 @@ def _joined(watchers, applied):
 class Watcher:
     """One browser: a websocket with the viewer's session cookie."""
 
-    def __init__(self, socket, total):
+    def __init__(self, socket):
         self.socket = socket
-        self.arrived = [0.0] * total
+        self.received = []  # (arrival time, the sequence numbers of the frame's changes)
+        self.newest = -1
         self.frames = {}
         self.closed = False
 
     @classmethod
-    async def open(cls, url, cookie, total, gate):
+    async def open(cls, url, cookie, gate):
         from websockets.asyncio.client import connect
 
         async with gate:
@@ -459,15 +462,18 @@ class Watcher:
             frame = json.loads(await socket.recv())
         if frame["type"] != "snapshot":
             raise RuntimeError(f"expected a snapshot, got {frame['type']}")
-        return cls(socket, total)
+        return cls(socket)
 
-    async def receive(self, number):
-        import orjson
+    async def receive(self, frames):
         from websockets.exceptions import ConnectionClosed
 
         try:
             async for text in self.socket:
-                self._record(time.time(), orjson.loads(text), number)
+                at = time.time()
+                kind, seqs, newest = frames.of(text)
+                self.received.append((at, seqs))
+                self.frames[kind] = self.frames.get(kind, 0) + 1
+                self.newest = max(self.newest, newest)
         except ConnectionClosed:
             self.closed = True
 
@@ -478,13 +484,38 @@ class Watcher:
         async with gate:
             await self.socket.close()
 
-    def _record(self, at, frame, number):
-        """Changes of deltas and replays, and rows of a snapshot after a resync, all count."""
-        self.frames[frame["type"]] = self.frames.get(frame["type"], 0) + 1
-        for change in frame.get("changes", frame.get("rows", ())):
-            seq = _seq_of(change["id"], number)
-            if seq is not None and not self.arrived[seq]:
-                self.arrived[seq] = at
+    def arrivals(self, total):
+        """When each change first arrived (0.0: never), from the frames kept while receiving."""
+        arrived = [0.0] * total
+        for at, seqs in self.received:
+            for seq in seqs:
+                if seq is not None and not arrived[seq]:
+                    arrived[seq] = at
+        return arrived
+
+
+class Frames:
+    """Each distinct frame, parsed once. Every socket of one web process and filter gets the
+    same text, and parsing it again for each of 500 sockets, change by change, took the client
+    process's whole core and delayed its own timestamps: a socket keeps its frames' arrival
+    times and the changes are joined after the drain."""
+
+    def __init__(self, number):
+        self.number = number
+        self.parsed = {}  # text -> (frame type, [sequence number or None], newest one or -1)
+
+    def of(self, text):
+        found = self.parsed.get(text)
+        if found is None:
+            import orjson
+
+            frame = orjson.loads(text)
+            # Changes of deltas and replays, and rows of a snapshot after a resync, all count.
+            changes = frame.get("changes", frame.get("rows", ()))
+            seqs = [_seq_of(change["id"], self.number) for change in changes]
+            newest = max((seq for seq in seqs if seq is not None), default=-1)
+            found = self.parsed[text] = (frame["type"], seqs, newest)
+        return found
 
 
 def snapshots(url, cookie):
@@ -572,23 +603,21 @@ ours to stop).
 What dominates is the number of sockets times relay messages, not changes. The relay sends
 at most one message per environment every {r["send_interval"] * 1000:.0f} ms (`relay.SEND_INTERVAL`;
 before, it sent one per write, 100 to 200 a second at these rates, and 100 sockets were seconds
-behind). For each message the web process wakes every socket's consumer through channels_redis
-(each consumer's receive loop makes tasks for the layer's lock and its queue, every time) and
-writes a frame to every socket (daphne, autobahn's framing, Twisted registering the socket as a
-writer for each write). The delta is filtered and encoded once per process and filter
-(`consumer.delta_text`), and relay batches skip channels' closing of stale database connections
-(`consumer.dispatch`), which was a trip through the sync thread per socket and message. One
-daphne process, on one core, so does sockets × messages a second × the µs above: with 500
-sockets it is saturated and falls seconds behind, and beyond 100 queued messages per process
-channels_redis drops messages, which every consumer then reads back from the stream. The relay
-and Redis take a few percent; the relay's own latency is mostly its interval. Profiled with
-py-spy: at 500 sockets the per-consumer receive and the per-socket write are most of web's time;
-at 100, web is not saturated, and the p99 comes from stretches of 150 to 190 ms in which its
-loop runs nothing but the consumers' receive loops.
-What would meet the 500-socket target: one channel-layer member per process and environment
-that hands each message to the process's sockets itself (merging messages that queued while it
-was sending), which removes the per-consumer receive; then daphne's per-socket write is what is
-left, which more web processes (or fewer messages for large audiences) divide.
+behind). A web process joins each environment's channel-layer group once (`live/fanout.py`) and
+hands every relay message to its sockets itself; messages that queued meanwhile go out merged
+where each follows the previous. Before, each socket was a group member: channels_redis stored a
+copy of every message per socket and woke each consumer's receive loop for it, which was most
+of web's time (p99 215 ms with 100 sockets, and 500 sockets saturated one daphne and fell
+seconds behind, on this machine on 2026-11-26). Now what is left per socket and message is the
+write (daphne, autobahn's framing, Twisted registering the socket as a writer): the µs above.
+The delta is filtered and encoded once per process and filter (`consumer.delta_text`). The
+relay and Redis take a few percent; the relay's own latency is mostly its interval.
+At 500 sockets and 1,000 changes a second every socket gets about 19 frames a second of about
+50 rows each, and the machine's two cores are shared by web, the clients, Redis and the relay.
+The client process parses each distinct frame once (`Frames`): parsing the same frame again for
+each socket, change by change, took its whole core and delayed its own timestamps (p99 401 ms
+at 500 sockets and 1,000 changes a second, measured that way in the same hour). More web
+processes (on more cores) divide the per-socket writes.
 
 The bench's REDIS_URL carries `socket_timeout=30`: redis-py 8 times reads out after 5 s by
 default and channels_redis blocks 5 s in BZPOPMIN, so a consumer is killed (1011) whenever its

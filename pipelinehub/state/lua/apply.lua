@@ -84,6 +84,7 @@ local function member_of(took) return string.format('%d', took) .. ' ' .. run_id
 
 local function baselined(stored, record)
   local before, after = stored and duration_of(stored), duration_of(record)
+  if before == nil and after == nil then return end
   for scope, field in pairs(SCOPES) do
     local old_name, new_name = stored and stored[field] or '', record[field]
     if before ~= after or old_name ~= new_name then
