@@ -69,6 +69,10 @@ python manage.py migrate --noinput
 admin_login=$(python manage.py ensure_admin)
 export WEB_PORT=${WEB_PORT:-8000}
 hub="http://127.0.0.1:$WEB_PORT"
+# Links in alert notifications point here unless the environment or .env says where the hub is.
+if [ -z "${PIPELINEHUB_URL:-}" ] && ! grep -q '^PIPELINEHUB_URL=.' .env; then
+  export PIPELINEHUB_URL=$hub
+fi
 
 mode=off
 if [ "${DEMO:-}" != 0 ]; then

@@ -6,6 +6,8 @@ Security Policy refuses inline style attributes)."""
 from dataclasses import dataclass, field
 from datetime import timedelta
 
+from django.template.defaultfilters import filesizeformat
+
 from pipelinehub.dashboard.chart import nice_ceiling
 
 SLOT_MINUTES = 15
@@ -19,12 +21,14 @@ STEP = (WIDTH - LEFT) / SLOTS
 @dataclass
 class Panel:
     """One plot: `lines` are polylines ("x,y x,y ..."; a slot without a snapshot breaks the
-    line), `bars` are (x, y, height, title) rectangles, `limit` a horizontal line's y."""
+    line), `points` their (x, y, title) markers (a lone slot is a point, not a line), `bars`
+    are (x, y, height, title) rectangles, `limit` a horizontal line's y."""
 
     title: str
     scale: int
     is_memory: bool = False
     lines: list = field(default_factory=list)
+    points: list = field(default_factory=list)
     bars: list = field(default_factory=list)
     limit: float | None = None
     width: int = WIDTH
@@ -66,7 +70,7 @@ def health_chart(rows, now):
             limits.append(maxmemory)
     return HealthChart(
         start,
-        _memory_panel(used, max(limits, default=0)),
+        _memory_panel(used, max(limits, default=0), start),
         _evictions_panel(evicted, start),
         sum(evicted),
         [
@@ -76,7 +80,7 @@ def health_chart(rows, now):
     )
 
 
-def _memory_panel(used, maxmemory):
+def _memory_panel(used, maxmemory, start):
     scale = nice_ceiling(max([maxmemory, *(value or 0 for value in used)]))
     panel = Panel("used memory", scale, is_memory=True)
     segment = []
@@ -85,7 +89,10 @@ def _memory_panel(used, maxmemory):
             panel.lines += [" ".join(segment)] if segment else []
             segment = []
             continue
-        segment.append(f"{_x(slot) + STEP / 2:.1f},{_y(value, scale):.1f}")
+        x, y = round(_x(slot) + STEP / 2, 1), round(_y(value, scale), 1)
+        segment.append(f"{x},{y}")
+        when = start + slot * timedelta(minutes=SLOT_MINUTES)
+        panel.points.append((x, y, f"{when:%H:%M} UTC: {filesizeformat(value)} used"))
     panel.lines += [" ".join(segment)] if segment else []
     panel.limit = round(_y(maxmemory, scale), 1) if maxmemory else None
     return panel
