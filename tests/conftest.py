@@ -21,6 +21,16 @@ def redis_for_tests():
 
 
 @pytest.fixture
+def eager():
+    """Queued Celery tasks run at once, in the test's process."""
+    from pipelinehub.celery import app
+
+    app.conf.task_always_eager = True
+    yield
+    app.conf.task_always_eager = False
+
+
+@pytest.fixture
 def redis_client():
     client = redis_for_tests()
     yield client

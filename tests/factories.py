@@ -59,6 +59,20 @@ def notification_target(team_obj, name="ops", **fields):
     return NotificationTarget.objects.create(team=team_obj, name=name, **fields)
 
 
+def webhook_target(team_obj, url, secret, body_format="generic", name="hook"):
+    """A webhook target of `team_obj` signing with `secret` (tests/webhook_receiver.py checks)."""
+    from pipelinehub.alerts.models import NotificationTarget
+    from pipelinehub.credentials.admin import new_secret_ref
+
+    target = NotificationTarget.objects.create(
+        team=team_obj, name=name, channel="webhook", url=url, body_format=body_format
+    )
+    target.signing_secret = new_secret_ref(f"alerts-test/{team_obj.slug}/{name}")
+    target.signing_secret.store(secret)
+    target.save()
+    return target
+
+
 def alert(environment_obj, run_id="6f3c5a3e-8d0e-4b7e-9f43-2d1c7a9b0e11", **fields):
     """An open runaway alert of `environment_obj`."""
     from django.utils import timezone

@@ -21,8 +21,6 @@ from pipelinehub.alerts import service
 from pipelinehub.alerts.models import Alert, Delivery, Event, NotificationTarget
 from pipelinehub.alerts.service import FLUSH_MARKER, reconcile_alerts
 from pipelinehub.audit.models import AuditEvent
-from pipelinehub.celery import app as celery_app
-from pipelinehub.credentials.admin import new_secret_ref
 from pipelinehub.state.flags import FAILED, RUNAWAY, STUCK, RunFlag
 from tests import factories
 
@@ -47,14 +45,6 @@ def flag(number, kind=RUNAWAY, reason="running 41 min, usually 6 min"):
 
 
 @pytest.fixture
-def eager():
-    """Queued tasks run at once, in the test's process."""
-    celery_app.conf.task_always_eager = True
-    yield
-    celery_app.conf.task_always_eager = False
-
-
-@pytest.fixture
 def receiver():
     server = Receiver(SECRET).start()
     yield server
@@ -62,13 +52,7 @@ def receiver():
 
 
 def webhook(team, url, body_format="generic", name="hook"):
-    target = NotificationTarget.objects.create(
-        team=team, name=name, channel="webhook", url=url, body_format=body_format
-    )
-    target.signing_secret = new_secret_ref(f"alerts-test/{team.slug}/{name}")
-    target.signing_secret.store(SECRET)
-    target.save()
-    return target
+    return factories.webhook_target(team, url, SECRET, body_format=body_format, name=name)
 
 
 @pytest.fixture

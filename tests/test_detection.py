@@ -15,6 +15,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from asgiref.sync import sync_to_async
 from django.contrib.auth import get_user_model
+from django.core.cache import cache
 from django.core.exceptions import ValidationError
 from django.urls import reverse
 from django_celery_beat.models import PeriodicTask
@@ -22,6 +23,7 @@ from prefect.states import Scheduled
 
 from pipelinehub.accounts.models import Membership
 from pipelinehub.alerts.models import Alert
+from pipelinehub.alerts.service import FLUSH_MARKER
 from pipelinehub.detection import rules
 from pipelinehub.detection.models import DetectionSettings, FlowLimit
 from pipelinehub.detection.schedules import TASK
@@ -34,6 +36,7 @@ from tests import factories
 from tests.conftest import delete_prefix
 from tests.test_board import board_url, run_url, sign_in
 from tests.test_live import connect
+from tests.webhook_receiver import Receiver
 
 from .prefect.fixtures import deployment_run, wait_until
 from .processes import DeployedProcess
@@ -90,11 +93,19 @@ def mirrored(prefect_environment, ingest):
     return prefect_environment, EnvironmentState.for_environment(prefect_environment)
 
 
+WEBHOOK_SECRET = "detection-webhook-secret-for-tests"
+
+
 def test_runs_within_twice_their_history_are_never_flagged_and_a_runaway_is(
-    mirrored, prefect_server, tmp_path
+    mirrored, prefect_server, tmp_path, eager
 ):
+    """...and its team's webhook gets one signed message when the flag starts and one when it
+    clears, however many passes see it."""
     environment, state = mirrored
     configure(environment, runaway_floor=timedelta(seconds=1))
+    cache.delete(FLUSH_MARKER.format(team_id=environment.team_id))
+    receiver = Receiver(WEBHOOK_SECRET).start()
+    factories.webhook_target(environment.team, receiver.url, WEBHOOK_SECRET)
     name = f"ph-steady-{uuid.uuid4().hex[:6]}"
     assert run_sleeper(prefect_server, tmp_path, name, 1, count=3).wait(120) == 0
     wait_until(
@@ -119,11 +130,17 @@ def test_runs_within_twice_their_history_are_never_flagged_and_a_runaway_is(
         assert time.monotonic() - started < 60
         flag = state.flags()[run.id]
         assert flag["kind"] == RUNAWAY and ", usually " in flag["reason"]
+        for _ in range(3):
+            detect(environment)  # passes that see the same flag send nothing more
         assert runaway.wait(90) == 0
         wait_until(lambda: run.id not in state.flags(), 30, lambda: "the flag stayed")
         assert run.id not in flags_of(detect(environment), RUNAWAY)
+        events = [(m.signed, m.json["events"][0]) for m in receiver.received]
+        sent = [(signed, event["event"], event["run_id"]) for signed, event in events]
+        assert sent == [(True, "started", run.id), (True, "cleared", run.id)]
     finally:
         runaway.kill()
+        receiver.stop()
 
 
 def test_a_run_whose_process_is_killed_is_flagged_stuck_when_its_heartbeats_stop(
