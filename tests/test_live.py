@@ -188,6 +188,49 @@ async def test_a_process_joins_an_environments_group_once_for_all_its_sockets(bo
     assert await sync_to_async(redis_for_tests().zcard)(members) == 0
 
 
+async def test_sockets_opening_while_changes_flow_get_their_snapshot_first_then_what_follows(
+    board,
+):
+    """The fan-out hands a socket batches as soon as its process is a group member, while the
+    socket is still reading its snapshot: those batches come after the snapshot, and each
+    socket's frames follow one another without a gap or a repeat."""
+    environment, state, membership = board
+    relay = asyncio.create_task(StreamRelay([environment]).run_forever())
+    writing = True
+
+    async def write():
+        version = T0
+        while writing:
+            version += 1
+            await sync_to_async(state.apply)(flow(version=version))
+            await asyncio.sleep(0.003)
+
+    writer = asyncio.create_task(write())
+    try:
+        await asyncio.sleep(0.5)
+        sockets = []
+        for _ in range(3):  # many at once: their snapshots are read while batches come
+            opened = await asyncio.gather(*(connect(membership.user, PATH) for _ in range(12)))
+            sockets += [ws for ws, _ in opened]
+            await asyncio.sleep(0.2)
+        await asyncio.sleep(0.5)
+        writing = False
+        await writer
+        for ws in sockets:
+            frames = []
+            while not await ws.receive_nothing(timeout=0.15):
+                frames.append(await ws.receive_json_from())
+            assert frames[0]["type"] == "snapshot", [f["type"] for f in frames[:3]]
+            for previous, frame in zip(frames, frames[1:], strict=False):
+                assert frame["type"] == "delta"
+                first = frame["changes"][0]["id"]
+                assert first not in {c["id"] for c in previous.get("changes", ())}
+            await ws.disconnect()
+    finally:
+        writing = False
+        relay.cancel()
+
+
 def relay_message(after, entries):
     return {
         "type": "changes.batch",

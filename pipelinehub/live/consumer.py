@@ -85,6 +85,7 @@ def as_shown(run_filter, change):
 class EnvironmentConsumer(AsyncJsonWebsocketConsumer):
     environment = None
     rechecking = None
+    early = None
     cursor = EMPTY_CURSOR
 
     async def connect(self):
@@ -100,6 +101,7 @@ class EnvironmentConsumer(AsyncJsonWebsocketConsumer):
         self.filter = protocol.RunFilter.from_query(query)
         self.state = shared_state(self.environment)
         self.frames = deque(maxlen=MAX_FRAMES)
+        self.early = []  # relay batches that came while the first frame was being made
         await fanout.watch(self.channel_layer, self.environment.pk, self)
         after = query.get("after", "")
         if protocol.STREAM_ID.match(after):
@@ -108,7 +110,17 @@ class EnvironmentConsumer(AsyncJsonWebsocketConsumer):
             if after:
                 await self.send_json(protocol.error(f"'after' must be a stream id, not {after!r}"))
             await self.send_snapshot()
+        await self.take_early_batches()
         self.rechecking = asyncio.create_task(self.recheck_forever())
+
+    async def take_early_batches(self):
+        """The fan-out hands batches over as soon as the process is a group member, while the
+        snapshot (or replay) is still being read: they follow it, in order. Batches that come
+        meanwhile join the queue; once it is empty (no await between the check and the end of
+        the queue) they go straight through."""
+        while self.early:
+            await self.take_batch(self.early.pop(0))
+        self.early = None
 
     async def disconnect(self, code):
         if self.environment is not None:
@@ -144,6 +156,12 @@ class EnvironmentConsumer(AsyncJsonWebsocketConsumer):
     # From the relay, through this process's fan-out
 
     async def changes_batch(self, message):
+        if self.early is not None:
+            self.early.append(message)
+        else:
+            await self.take_batch(message)
+
+    async def take_batch(self, message):
         if stream_id_tuple(message["after"]) > stream_id_tuple(self.cursor):
             await self.send_replay(self.cursor)  # a gap: fill it from Redis first
         if message["after"] == self.cursor:  # the usual case: it follows what was sent
