@@ -119,6 +119,11 @@ class EnvironmentIngest:
             pause = FOLLOW_UP_EVERY
             started = datetime.now(UTC)
             try:
+                if "ingest_watermark" not in await state.meta():
+                    # Redis lost the environment's state (flushed, or restarted empty): a pass
+                    # would write a fresh watermark over the loss, so the catch-up rebuilds it.
+                    watermark = await self.catch_up(state)
+                    continue
                 async with rest_client(self.workspace) as client:
                     found = await follow_up(client, state, watermark, started, self.selection)
                 applied = sum(await state.apply_batch(found.changes))
