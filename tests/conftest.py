@@ -23,11 +23,17 @@ def redis_for_tests():
 @pytest.fixture
 def eager():
     """Queued Celery tasks run at once, in the test's process."""
+    from celery._state import _set_task_join_will_block
+
     from pipelinehub.celery import app
 
     app.conf.task_always_eager = True
     yield
     app.conf.task_always_eager = False
+    # An eager task marks the process as one that must not wait for results (Celery's
+    # "Never call result.get() within a task"); a later test waiting for a real worker's
+    # result was refused for it in a full run. The test process is no worker: clear it.
+    _set_task_join_will_block(False)
 
 
 @pytest.fixture
