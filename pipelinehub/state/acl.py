@@ -132,7 +132,7 @@ def ensure_acl_user(environment):
     notes = []
     for _, client in _node_clients(environment.redis_target):
         client.execute_command("ACL", "SETUSER", environment.acl_username, *rules)
-        notes.extend(_persist(client))
+        notes.extend(persist_acl(client))
     environment.save(update_fields=["acl_username", "acl_password"])
     if previous and previous != environment.acl_username:
         notes.extend(_delete_unclaimed(environment.redis_target, previous))
@@ -169,7 +169,7 @@ def _delete_unclaimed(target, username, nodes=None):
     for node, client in _node_clients(target):
         if nodes is None or node in nodes:
             client.execute_command("ACL", "DELUSER", username)
-            notes.extend(_persist(client))
+            notes.extend(persist_acl(client))
     return notes
 
 
@@ -186,7 +186,7 @@ def remove_orphan_acl_users(target):
             client.execute_command("ACL", "DELUSER", name)
             removed.append(f"{host}:{port}: {name}")
         if orphans:
-            notes.extend(_persist(client))
+            notes.extend(persist_acl(client))
     return removed, notes
 
 
@@ -219,7 +219,7 @@ def unreachable_nodes(target):
     return problems
 
 
-def _persist(client):
+def persist_acl(client):
     """ACLs do not replicate and live in memory: save them where the server allows it."""
     node = client.connection_pool.connection_kwargs["host"]
     try:

@@ -15,7 +15,7 @@ import secrets
 
 import redis
 
-from .acl import _persist
+from .acl import persist_acl
 from .connections import login_works, target_client, target_node_clients
 
 # A password Redis compares in constant time; 32 random bytes, URL-safe (no spaces or quotes
@@ -69,7 +69,7 @@ def remove_password(target, username, password):
 
 def persist(target):
     """ACL SAVE where the node has an aclfile, else CONFIG REWRITE; notes where neither works."""
-    return [note for client in target_node_clients(target) for note in _persist(client)]
+    return [note for client in target_node_clients(target) for note in persist_acl(client)]
 
 
 def verify_login(target, username, password):
