@@ -199,6 +199,22 @@ def test_a_rotation_stopped_after_any_step_finishes_when_run_again(database_hub,
     assert_rotated(target, environment, old)
 
 
+def test_a_second_rotation_during_the_grace_period_leaves_the_first_waiting(database_hub):
+    target, environment = database_hub
+    old = current_passwords(target, environment)
+    first = service.rotate(target)
+    again = service.rotate(target)  # a redelivered task, a second click
+    assert [r.pk for r in again] == [r.pk for r in first]
+    assert [r.status for r in again] == ["waiting", "waiting"]
+    for (username, _), password in zip(users(target, environment), old, strict=True):
+        for host, port in node_addresses(target):
+            assert login_works(target, host, port, username, password), "removed early"
+
+    service.retire(target)
+    assert_rotated(target, environment, old)
+    assert set(target.rotations.values_list("status", flat=True)) == {"finished"}
+
+
 def test_two_rotations_at_once_one_runs_the_other_skips_with_a_message(database_hub, nodes, caplog):
     target, environment = database_hub
     primary, replica = nodes
@@ -375,12 +391,13 @@ def test_the_deployed_worker_rotates_then_removes_the_old_passwords_after_the_gr
         worker.wait_ready()
         with celery_app.connection_for_write(settings.CELERY_BROKER_URL) as connection:
             celery_app.send_task(TASK, args=[target.pk], connection=connection)
-        finished = PasswordRotation.objects.filter(status="finished")
+        finished = target.rotations.filter(status="finished")
         wait_until(lambda: finished.count() == 2, 90, lambda: worker.tail())
     finally:
         worker.stop()
     assert_rotated(target, environment, old)
-    rotations = PasswordRotation.objects.all()
+    rotations = list(target.rotations.all())
+    assert len(rotations) == 2, rotations
     assert all((r.finished_at - r.started_at).total_seconds() >= 2 for r in rotations)
     secrets = old + every_version(target, environment)
     assert not [s for s in secrets if s in worker.log()]

@@ -15,7 +15,8 @@ in their provider's cache) never fail; a connection refused later re-reads the s
 
 Every step is idempotent and recorded before the next begins, so a rotation stopped after any
 step continues from there when the target is rotated again (an unfinished rotation of a user is
-resumed, not started anew). At every moment the secret's current version logs in on every node.
+resumed, not started anew; one waiting for its grace period stays waiting). At every moment
+the secret's current version logs in on every node.
 A failure leaves the row "failed" at the step reached, with the error (never a secret), logs it
 at ERROR and audits it; `failed_rotations(target)` lists them for alerts. One rotation per target
 at a time (a Redis lock); secrets of read-only backends are refused before anything changes.
@@ -25,6 +26,7 @@ import logging
 from datetime import timedelta
 
 import redis
+from django.conf import settings
 from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
@@ -115,10 +117,17 @@ def failed_rotations(target, now=None):
 
 
 def _rotate_user(target, user, lock, actor, trigger):
-    """The first phase for one user: its unfinished rotation goes on; one in its second phase
-    is finished first (a new rotation would make its old password unreachable)."""
+    """The first phase for one user: its unfinished rotation goes on. One whose first phase is
+    done is left waiting while its grace period lasts (a second rotate, such as a redelivered
+    task or a second click, must not remove the old password early); after the grace it is
+    finished first (a new rotation would make its old password unreachable)."""
     environment, username, secret = user
     rotation = target.rotations.filter(username=username, status__in=OPEN).first()
+    if rotation is not None and _in_grace(rotation):
+        if rotation.status != Status.WAITING:  # a worker stopped before saying so
+            _set(rotation, status=Status.WAITING)
+        logger.info("Password rotation of %s on %s waits for its grace period", username, target)
+        return rotation
     if rotation is not None and rotation.step in _SECOND_PHASE:
         _run(rotation, lock, until=Step.PERSISTED)
         if rotation.status == Status.FAILED:
@@ -135,6 +144,16 @@ def _rotate_user(target, user, lock, actor, trigger):
             old_version=secret.version or "",
         )
     return _run(rotation, lock, until=Step.VERIFIED)
+
+
+def _in_grace(rotation):
+    """The first phase is done, and the old password's removal is not due yet."""
+    grace_ends = rotation.updated_at + timedelta(seconds=settings.ROTATION_GRACE_SECONDS)
+    return (
+        rotation.step == Step.VERIFIED
+        and rotation.status != Status.FAILED
+        and timezone.now() < grace_ends
+    )
 
 
 def _run(rotation, lock, until):
