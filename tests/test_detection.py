@@ -121,7 +121,7 @@ def test_runs_within_twice_their_history_are_never_flagged_and_a_runaway_is(
         time.sleep(0.3)
     assert normal.returncode == 0 and flagged == []
 
-    runaway = run_sleeper(prefect_server, tmp_path, name, 45)
+    runaway = run_sleeper(prefect_server, tmp_path, name, 15)  # its threshold is about 5 s
     try:
         wait_until(lambda: runs_of(state, name), 60, lambda: "the long run is not running")
         (run,) = runs_of(state, name)
@@ -166,6 +166,10 @@ def test_a_run_whose_process_is_killed_is_flagged_stuck_when_its_heartbeats_stop
     assert runs_of(state, name)  # Prefect still says Running: only the hub knows
 
 
+def expected_start_of(state, run_id):
+    return next((r.expected_start for r in state.unfinished().runs if r.id == run_id), None)
+
+
 def test_a_deployment_with_no_worker_makes_a_late_run_flagged_by_the_deployed_pass(
     mirrored, tmp_path
 ):
@@ -177,17 +181,22 @@ def test_a_deployment_with_no_worker_makes_a_late_run_flagged_by_the_deployed_pa
         "seconds",
         True,
     )
+    expected = datetime.now(UTC) - timedelta(minutes=1)
+    run_id = str(deployment_run(environment, Scheduled(scheduled_time=expected)))
+    # Its expected start comes with the follow-up's read by id, after STALE (events carry none).
+    wait_until(lambda: expected_start_of(state, run_id), 90, lambda: "no expected start")
+    # Last run half a minute ago: beat sends the pass as it starts, not 30 s after.
+    schedule.last_run_at = datetime.now(UTC) - timedelta(seconds=30)
+    schedule.save(update_fields=["last_run_at"])
     worker, beat = DeployedProcess("worker", tmp_path), DeployedProcess("beat", tmp_path)
     worker.start()
     beat.start()
     try:
         worker.wait_ready()
         beat.wait_ready()
-        expected = datetime.now(UTC) - timedelta(minutes=1)
-        run_id = str(deployment_run(environment, Scheduled(scheduled_time=expected)))
         wait_until(
             lambda: run_id in state.flags(),
-            150,
+            60,
             lambda: f"no late flag; worker log:\n{worker.tail()}",
         )
         assert state.flags()[run_id]["kind"] == LATE
