@@ -11,4 +11,5 @@ fi
 command -v chromium >/dev/null || (apt-get update -qq && apt-get install -y -qq chromium)
 export DATABASE_URL=${TEST_DATABASE_URL:-postgres://postgres@127.0.0.1:5432/test}
 export REDIS_URL=${TEST_REDIS_URL:-redis://127.0.0.1:6379/0}
-exec .venv/bin/python -m pytest "$@"
+# Two workers (TEST_WORKERS=0 runs in this process): tests/parallel.py keeps them apart.
+exec .venv/bin/python -m pytest -n "${TEST_WORKERS:-2}" --dist worksteal "$@"

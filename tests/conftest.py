@@ -4,8 +4,33 @@ import uuid
 import pytest
 import redis
 from cryptography.fernet import Fernet
+from django.db import connection
 
 from pipelinehub.state.store import EnvironmentState
+
+from .parallel import worker_index
+
+
+@pytest.fixture(scope="session")
+def django_db_setup(django_db_setup, django_db_blocker):
+    """Each pytest-xdist worker numbers its rows from a range of its own, so that names made
+    from primary keys on the shared Redis server (ACL users `ph-env-<pk>`) never meet another
+    worker's."""
+    if index := worker_index():
+        with django_db_blocker.unblock(), connection.cursor() as cursor:
+            cursor.execute("SELECT schemaname, sequencename FROM pg_sequences")
+            for schema, name in cursor.fetchall():
+                cursor.execute("SELECT setval(%s, %s)", [f'"{schema}"."{name}"', index * 10**7])
+
+
+@pytest.fixture(scope="session", autouse=True)
+def no_stale_celery_messages():
+    """Start with an empty Celery queue in the suite's Redis database. A worker the suite
+    killed leaves its task unacknowledged there, and a worker of a later run delivers it again
+    after the visibility timeout (an hour): to a row of that run that has the same primary key."""
+    client = redis_for_tests()
+    client.delete("celery", "unacked", "unacked_index")
+    client.close()
 
 
 @pytest.fixture
