@@ -20,7 +20,7 @@ from pipelinehub.credentials.models import SecretRef
 from pipelinehub.environments.models import Environment, PrefectWorkspace, RedisTarget, Team
 from pipelinehub.state.store import EnvironmentState
 from pipelinehub.sync.models import ReconcileReport
-from pipelinehub.sync.prefect import RUN_EVENT_PREFIXES, rest_client
+from pipelinehub.sync.prefect import RUN_EVENT_PREFIXES, KeptClient, rest_client
 from pipelinehub.sync.reads import events
 
 from .prefect.fixtures import (
@@ -143,3 +143,25 @@ def test_a_run_deleted_in_prefect_while_in_flight_leaves_redis(
     wait_until(lambda: not state.records("flow", [run_id]), 90, lambda: ingest.tail())
     removals = [e.run_id for e in state.changes_since(cursor).entries if e.run is None]
     assert run_id in removals
+
+
+async def test_follow_up_passes_keep_one_client_until_one_fails(prefect_environment):
+    """Prefect's client asks a server for a CSRF token before its first write-like request
+    (the follow-up's reads are POSTs); a kept client asks once, not at every pass."""
+    paths = []
+
+    async def seen(request):
+        paths.append(request.url.path)
+
+    kept = KeptClient(prefect_environment.workspace, on_request=seen)
+    first = await kept.get()
+    for _ in range(3):
+        await (await kept.get()).read_flow_runs(limit=1)
+    assert await kept.get() is first
+    assert [p.endswith("/csrf-token") for p in paths].count(True) == 1
+
+    await kept.discard()  # after a failed pass
+    assert await kept.get() is not first
+    await (await kept.get()).read_flow_runs(limit=1)
+    assert [p.endswith("/csrf-token") for p in paths].count(True) == 2
+    await kept.discard()

@@ -28,7 +28,7 @@ from pipelinehub.state.store import AsyncEnvironmentState
 from . import reads
 from .followup import follow_up
 from .mapping import changes_from_events, heartbeats_from_events
-from .prefect import RUN_EVENT_PREFIXES, event_subscriber, rest_client
+from .prefect import RUN_EVENT_PREFIXES, KeptClient, event_subscriber, rest_client
 from .reconcile import reconcile_async
 from .selecting import admitted_events, follow_their_flow_runs
 
@@ -112,7 +112,14 @@ class EnvironmentIngest:
 
     async def follow_forever(self, state, watermark):
         """Follow-up passes (see `followup`) until cancelled; each successful one moves the
-        watermark to where it began."""
+        watermark to where it began. The passes share one Prefect client until one fails."""
+        client = KeptClient(self.workspace)
+        try:
+            await self._follow(state, watermark, client)
+        finally:
+            await client.discard()
+
+    async def _follow(self, state, watermark, client):
         pause = FOLLOW_UP_EVERY
         while True:
             await asyncio.sleep(pause)
@@ -124,8 +131,9 @@ class EnvironmentIngest:
                     # would write a fresh watermark over the loss, so the catch-up rebuilds it.
                     watermark = await self.catch_up(state)
                     continue
-                async with rest_client(self.workspace) as client:
-                    found = await follow_up(client, state, watermark, started, self.selection)
+                found = await follow_up(
+                    await client.get(), state, watermark, started, self.selection
+                )
                 applied = sum(await state.apply_batch(found.changes))
                 await state.record_heartbeats(found.heartbeats)
                 for kind, run_ids in found.gone.items():
@@ -134,6 +142,7 @@ class EnvironmentIngest:
                 watermark = started
             except Exception as exc:  # the live stream goes on; the next pass tries again
                 log.warning("ingest environment=%s follow-up failed: %s", self.environment, exc)
+                await client.discard()
                 continue
             removed = sum(map(len, found.gone.values()))
             if applied or removed:

@@ -6,7 +6,7 @@ A workspace's stored key is a Prefect Cloud API key (Bearer) for Cloud URLs, and
 `user:password` auth string (PREFECT_SERVER_API_AUTH_STRING, Basic) for a self-hosted server.
 """
 
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager, suppress
 
 from asgiref.sync import sync_to_async
 from prefect.client.orchestration import PrefectClient
@@ -55,6 +55,33 @@ async def rest_client(workspace, on_request=None):
         client = PrefectClient(workspace.api_url, auth_string=key, httpx_settings=hooks)
     async with client:
         yield client
+
+
+class KeptClient:
+    """One rest client for a series of calls (a connection kept open, and Prefect's client
+    asks once, not at every call, whether the server wants CSRF tokens), opened when first
+    needed. `discard` after a failure: the next call opens a new client, reading the key again
+    (it may have been rotated)."""
+
+    def __init__(self, workspace, on_request=None):
+        self.workspace = workspace
+        self.on_request = on_request  # as rest_client's
+        self._client = None
+        self._stack = None
+
+    async def get(self):
+        if self._client is None:
+            stack = AsyncExitStack()
+            opened = rest_client(self.workspace, self.on_request)
+            self._client = await stack.enter_async_context(opened)
+            self._stack = stack
+        return self._client
+
+    async def discard(self):
+        stack, self._stack, self._client = self._stack, None, None
+        if stack is not None:
+            with suppress(Exception):  # a broken client is dropped all the same
+                await stack.aclose()
 
 
 @asynccontextmanager
