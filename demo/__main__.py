@@ -1,5 +1,6 @@
-"""The demo's two processes (Procfile.demo): `python -m demo server` runs a local Prefect server,
-`python -m demo flows` serves demo/flows.py's deployments on it.
+"""The demo's processes (Procfile.demo): `python -m demo server` runs a local Prefect server,
+`python -m demo flows` serves demo/flows.py's deployments on it, and `python -m demo ingest`
+starts the hub's ingest once the server answers.
 
 Both read the server's API URL from DEMO_PREFECT_URL, set by scripts/run.sh, which points the demo
 environment at the same URL. They share one PREFECT_HOME (SQLite database, UI build) in .venv,
@@ -60,6 +61,15 @@ def flows(api_url):
     os.execve(sys.executable, argv, env)  # noqa: S606 - fixed argv
 
 
+def ingest(api_url):
+    """Wait until the server answers, then replace this process with the hub's ingest as the
+    Procfile starts it: started together with the server, it would log failed catch-ups until
+    the server is up, the first lines a newcomer reads."""
+    wait_until_healthy(api_url)
+    argv = [sys.executable, str(ROOT / "manage.py"), "ingest"]
+    os.execv(sys.executable, argv)  # noqa: S606 - fixed argv
+
+
 def wait_until_healthy(api_url):
     deadline = time.monotonic() + STARTUP_TIMEOUT
     while not healthy(api_url):
@@ -77,7 +87,7 @@ def healthy(api_url):
 
 
 if __name__ == "__main__":
-    COMMANDS = {"server": server, "flows": flows}
+    COMMANDS = {"server": server, "flows": flows, "ingest": ingest}
     if len(sys.argv) != 2 or sys.argv[1] not in COMMANDS:
-        sys.exit("usage: python -m demo server|flows  (with DEMO_PREFECT_URL set)")
+        sys.exit("usage: python -m demo server|flows|ingest  (with DEMO_PREFECT_URL set)")
     COMMANDS[sys.argv[1]](os.environ["DEMO_PREFECT_URL"])

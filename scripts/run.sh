@@ -84,7 +84,7 @@ if [ "$mode" = demo ]; then
   export DEMO_PREFECT_URL="http://127.0.0.1:$(free_port 4200)/api"
   python manage.py demo_setup --prefect-url "$DEMO_PREFECT_URL" --redis-url "$REDIS_URL"
   procfile=.venv/Procfile.demo-run
-  cat Procfile Procfile.demo > "$procfile"
+  { grep -v '^ingest:' Procfile; cat Procfile.demo; } > "$procfile"
 else
   python manage.py demo_setup --disable
 fi
