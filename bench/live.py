@@ -26,7 +26,6 @@ import itertools
 import json
 import os
 import platform
-import secrets
 import statistics
 import subprocess
 import sys
@@ -37,6 +36,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from .child import measure_in_child
 from .live_clients import CONNECTING, DRAIN_SECONDS, SNAPSHOT_REPEATS, percentiles, seq_of
 from .report import replace_section
 
@@ -59,26 +59,14 @@ def run(output):
         redis_server = PrivateRedis(workdir)
         redis_server.start()
         try:
-            child = subprocess.run(
-                [sys.executable, "-m", "bench.live", "measure", workdir],
-                env={
-                    **os.environ,
-                    "DATABASE_URL": f"sqlite:///{workdir}/pipelinehub.sqlite3",
-                    # Above channels_redis's 5 s BZPOPMIN: redis-py 8 times reads out after 5 s
-                    # by default, which kills a consumer whenever its process had no message for
-                    # 5 s (django/channels_redis#422).
-                    "REDIS_URL": f"redis://127.0.0.1:{redis_server.port}/0?socket_timeout=30",
-                    "DJANGO_SECRET_KEY": secrets.token_urlsafe(40),
-                    "LOG_LEVEL": "WARNING",
-                },
-                cwd=BASE_DIR,
-                stdout=subprocess.PIPE,
-                text=True,
-                check=True,
-            )
+            # Above channels_redis's 5 s BZPOPMIN: redis-py 8 times reads out after 5 s by
+            # default, which kills a consumer whenever its process had no message for 5 s
+            # (django/channels_redis#422).
+            redis_url = f"redis://127.0.0.1:{redis_server.port}/0?socket_timeout=30"
+            results = measure_in_child("bench.live", ["measure", workdir], workdir, redis_url)
         finally:
             redis_server.stop()
-    write_section(output, json.loads(child.stdout.strip().splitlines()[-1]))
+    write_section(output, results)
 
 
 # The coordinator

@@ -17,14 +17,13 @@ import os
 import platform
 import secrets
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
 import time
 from datetime import UTC, datetime
-from pathlib import Path
 
+from .child import measure_in_child
 from .report import replace_section
 
 RATE = 1000
@@ -33,7 +32,6 @@ ROTATE_AT = 3.0  # seconds into the rotation window
 GRACE_SECONDS = 3.0
 RECONNECT_EVERY = 20
 SECTION = "## Password rotation"
-BASE_DIR = Path(__file__).resolve().parent.parent
 
 
 def run(output):
@@ -50,26 +48,18 @@ def run(output):
         replica.start()
         try:
             replica.wait_in_sync()
-            child = subprocess.run(
-                [sys.executable, "-m", "bench.rotation", str(primary.port), str(replica.port)],
-                env={
-                    **os.environ,
-                    "DATABASE_URL": f"sqlite:///{workdir}/pipelinehub.sqlite3",
-                    "REDIS_URL": f"redis://127.0.0.1:{primary.port}/0",
-                    "DJANGO_SECRET_KEY": secrets.token_urlsafe(40),
-                    "PIPELINEHUB_SECRET_KEYS": Fernet.generate_key().decode(),
-                    "PIPELINEHUB_SECRET_BACKEND": "database",
-                    "LOG_LEVEL": "WARNING",
-                },
-                cwd=BASE_DIR,
-                stdout=subprocess.PIPE,
-                text=True,
-                check=True,
+            results = measure_in_child(
+                "bench.rotation",
+                [primary.port, replica.port],
+                workdir,
+                f"redis://127.0.0.1:{primary.port}/0",
+                PIPELINEHUB_SECRET_KEYS=Fernet.generate_key().decode(),
+                PIPELINEHUB_SECRET_BACKEND="database",  # noqa: S106 - a backend name
             )
         finally:
             replica.stop()
             primary.stop()
-    write_section(output, json.loads(child.stdout.strip().splitlines()[-1]))
+    write_section(output, results)
 
 
 def measure(primary_port, replica_port):
