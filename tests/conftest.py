@@ -10,6 +10,10 @@ from pipelinehub.state.store import EnvironmentState
 
 from .parallel import worker_index
 
+# A fixtures module whose checks the tests also import: pytest rewrites its asserts only if told
+# before the first import.
+pytest.register_assert_rewrite("tests.rotation_fixtures")
+
 
 @pytest.fixture(scope="session")
 def django_db_setup(django_db_setup, django_db_blocker):
