@@ -170,33 +170,23 @@ def board_from_prefect(server, count):
     return asyncio.run(read_all())
 
 
+# The benchmarks other than the core one, each writing its own section, in the order of a full run.
+OTHERS = {
+    "reconcile": reconcile_bench,
+    "live": live_bench,
+    "alerting": alerting_bench,
+    "rotation": rotation_bench,
+    "detection": detection_bench,
+}
+
+
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--runs", type=int, default=10_000)
-    parser.add_argument(
-        "--only",
-        choices=["core", "reconcile", "live", "alerting", "rotation", "detection"],
-        help="run only this benchmark",
-    )
+    parser.add_argument("--only", choices=["core", *OTHERS], help="run only this benchmark")
     args = parser.parse_args()
-    if args.only == "reconcile":
-        reconcile_bench.run(OUTPUT)
-        print(OUTPUT.read_text())
-        return
-    if args.only == "alerting":
-        alerting_bench.run(OUTPUT)
-        print(OUTPUT.read_text())
-        return
-    if args.only == "live":
-        live_bench.run(OUTPUT)
-        print(OUTPUT.read_text())
-        return
-    if args.only == "rotation":
-        rotation_bench.run(OUTPUT)
-        print(OUTPUT.read_text())
-        return
-    if args.only == "detection":
-        detection_bench.run(OUTPUT)
+    if args.only in OTHERS:
+        OTHERS[args.only].run(OUTPUT)
         print(OUTPUT.read_text())
         return
     count = args.runs
@@ -218,11 +208,8 @@ def main():
     if args.only == "core":
         print(OUTPUT.read_text())
         return
-    reconcile_bench.run(OUTPUT)
-    live_bench.run(OUTPUT)
-    alerting_bench.run(OUTPUT)
-    rotation_bench.run(OUTPUT)
-    detection_bench.run(OUTPUT)
+    for bench in OTHERS.values():
+        bench.run(OUTPUT)
     print(OUTPUT.read_text())
 
 
