@@ -95,7 +95,7 @@ def measure():
     receiver = Receiver(secret).start()
     try:
         environment = factories.environment(factories.team("bench"), "prod")
-        _webhook(environment.team, receiver.url, secret)
+        factories.webhook_target(environment.team, receiver.url, secret)
         latencies = []
         for number in range(SAMPLES):
             flag = RunFlag(f"00000000-0000-4000-8000-{number:012d}", RUNAWAY, "bench", 10**15)
@@ -108,17 +108,6 @@ def measure():
     finally:
         receiver.stop()
     return {"latencies": latencies, "window": settings.ALERT_GROUP_SECONDS}
-
-
-def _webhook(team, url, secret):
-    from pipelinehub.alerts.models import NotificationTarget
-    from pipelinehub.credentials.admin import new_secret_ref
-
-    ref = new_secret_ref("bench/hook")
-    ref.store(secret)
-    NotificationTarget.objects.create(
-        team=team, name="hook", channel="webhook", url=url, signing_secret=ref
-    )
 
 
 def write_section(output, results):

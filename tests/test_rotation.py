@@ -16,7 +16,6 @@ from django.contrib.auth import get_user_model
 from django_celery_beat.models import PeriodicTask
 
 from pipelinehub.audit.models import AuditEvent
-from pipelinehub.celery import app as celery_app
 from pipelinehub.credentials.backends.aws import secret_id
 from pipelinehub.credentials.models import SecretRef
 from pipelinehub.rotation import service
@@ -253,15 +252,7 @@ def test_each_target_gets_a_rotation_schedule_of_30_days(database_backend):
     assert not PeriodicTask.objects.filter(task=TASK).exists()
 
 
-@pytest.fixture
-def eager_celery():
-    """Queued tasks (the removal after the grace period) run at once, in the test's process."""
-    celery_app.conf.task_always_eager = True
-    yield
-    celery_app.conf.task_always_eager = False
-
-
-def test_the_admin_action_rotates_and_shows_the_history(database_hub, client, eager_celery):
+def test_the_admin_action_rotates_and_shows_the_history(database_hub, client, eager):
     target, environment = database_hub
     old = current_passwords(target, environment)
     superuser = get_user_model().objects.create_superuser("root", "root@example.com", "x")

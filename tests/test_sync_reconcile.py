@@ -23,7 +23,6 @@ from django_celery_beat.models import PeriodicTask
 from prefect.client.orchestration import PrefectClient
 
 from pipelinehub.audit.models import AuditEvent
-from pipelinehub.celery import app as celery_app
 from pipelinehub.state.records import RunChange, to_micros
 from pipelinehub.state.store import EnvironmentState
 from pipelinehub.sync.models import ReconcileReport
@@ -276,16 +275,8 @@ def test_a_malformed_run_is_skipped_and_counted(prefect_server, prefect_environm
     assert_mirrors_prefect(prefect_environment, timeout=0)
 
 
-@pytest.fixture
-def eager_celery():
-    """Queued tasks run at once, in the test's process: there is no worker here."""
-    celery_app.conf.task_always_eager = True
-    yield
-    celery_app.conf.task_always_eager = False
-
-
 @pytest.mark.prefect
-def test_the_admin_action_queues_a_full_reconcile(client, prefect_environment, eager_celery):
+def test_the_admin_action_queues_a_full_reconcile(client, prefect_environment, eager):
     admin_user = get_user_model().objects.create_superuser("root", "root@example.com", "x")
     client.force_login(admin_user)
     changelist = "/admin/environments/environment/"

@@ -17,16 +17,14 @@ SLACK_TEXT_LIMIT = 2900  # Slack cuts a section's text at 3,000 characters
 
 
 def load(events):
-    """The events with what their messages read, in order, in one query."""
+    """The events of a queryset with what their messages read, in order, in one query."""
     return list(
-        Event.objects.filter(pk__in=[event.pk for event in events])
-        .select_related(
+        events.select_related(
             "team",
             "alert__environment__team",
             "alert__environment__workspace",
             "alert__acknowledged_by",
-        )
-        .order_by("created_at", "id")
+        ).order_by("created_at", "id")
     )
 
 
@@ -122,6 +120,7 @@ def _slack_escape(text):
 
 
 def slack_body(events):
+    headline = summary(events)
     lines = []
     for event in events[:MAX_LISTED]:
         run_url, hub_url = links(event)
@@ -132,21 +131,19 @@ def slack_body(events):
         )
     text = "\n".join(lines)[:SLACK_TEXT_LIMIT]
     blocks = [
-        {
-            "type": "section",
-            "text": {"type": "mrkdwn", "text": f"*{_slack_escape(summary(events))}*"},
-        },
+        {"type": "section", "text": {"type": "mrkdwn", "text": f"*{_slack_escape(headline)}*"}},
         {"type": "section", "text": {"type": "mrkdwn", "text": text}},
     ]
     if len(events) > MAX_LISTED:
         more = f"…and {len(events) - MAX_LISTED} more"
         blocks.append({"type": "context", "elements": [{"type": "mrkdwn", "text": more}]})
-    return {"text": summary(events), "blocks": blocks}
+    return {"text": headline, "blocks": blocks}
 
 
 def email_text(events):
     """(subject, body) of the e-mail for `events`."""
-    lines = [summary(events), ""]
+    headline = summary(events)
+    lines = [headline, ""]
     for event in events[:MAX_LISTED]:
         run_url, hub_url = links(event)
         lines.append(f"- {_label(event)}: {_run_title(event)} in {event.alert.environment}")
@@ -154,4 +151,4 @@ def email_text(events):
         lines.append(f"  {hub_url or run_url}")
     if len(events) > MAX_LISTED:
         lines.append(f"...and {len(events) - MAX_LISTED} more.")
-    return f"[PipelineHub] {summary(events)}"[:200], "\n".join(lines) + "\n"
+    return f"[PipelineHub] {headline}"[:200], "\n".join(lines) + "\n"

@@ -73,10 +73,6 @@ class Alert(models.Model):
     def __str__(self):
         return f"{self.get_kind_display()} {self.run_name or self.run_id} in {self.environment}"
 
-    @property
-    def is_open(self):
-        return self.cleared_at is None
-
     def silenced_at(self, moment):
         return self.silenced_until is not None and self.silenced_until > moment
 

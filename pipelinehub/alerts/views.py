@@ -86,8 +86,8 @@ def administered_team(user, slug):
     return team
 
 
-def _target(user, team, target_id):
-    team = administered_team(user, team)
+def _target(team, target_id):
+    """The team's notification target `target_id` (the team already checked), or 404."""
     return get_object_or_404(
         NotificationTarget.objects.select_related("team"), pk=target_id, team=team
     )
@@ -113,7 +113,7 @@ def target_form(request, team, target_id=None):
     """Add a target, or edit one; a new signing secret is shown on the answer to the POST that
     made it, and never again (never_cache: not from a cache either)."""
     team = administered_team(request.user, team)
-    target = _target(request.user, team.slug, target_id) if target_id else None
+    target = _target(team, target_id) if target_id else None
     form = TargetForm(request.POST or None, instance=target, team=team)
     if request.method == "POST" and form.is_valid():
         secret = form.save_audited(request)
@@ -133,7 +133,7 @@ def target_form(request, team, target_id=None):
 @login_required
 @require_POST
 def target_delete(request, team, target_id):
-    target = _target(request.user, team, target_id)
+    target = _target(administered_team(request.user, team), target_id)
     record(action_name(target, "delete"), target, request=request, before=snapshot(target))
     ref = target.signing_secret
     target.delete()
@@ -147,7 +147,7 @@ def target_delete(request, team, target_id):
 @require_POST
 def target_test(request, team, target_id):
     """Send a test message now, and say what the receiver answered."""
-    target = _target(request.user, team, target_id)
+    target = _target(administered_team(request.user, team), target_id)
     try:
         sending.send_test(target)
     except sending.DeliveryFailed as exc:

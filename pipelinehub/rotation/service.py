@@ -27,7 +27,6 @@ from datetime import timedelta
 
 import redis
 from django.conf import settings
-from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
 
@@ -67,9 +66,8 @@ def users_of(target):
     return users
 
 
-def refusal(target):
-    """Why the hub may not rotate the target's passwords, or ""."""
-    users = users_of(target)
+def refusal(target, users):
+    """Why the hub may not rotate the target's passwords (`users_of(target)`), or ""."""
     if not users:
         return f"{target} has no password and no environment ACL user to rotate."
     read_only = [secret.name for _, _, secret in users if secret.read_only]
@@ -86,12 +84,13 @@ def refusal(target):
 def rotate(target, *, actor=None, trigger="beat"):
     """The first phase for every user of the target; the rotations (some may have failed).
     RotationBusy when another rotation of the target runs; RotationRefused when it may not."""
-    if message := refusal(target):
+    users = users_of(target)
+    if message := refusal(target, users):
         record(action_name(target, "rotate_password"), target, actor=actor, message=message[:500])
         raise RotationRefused(message)
     lock = redis_rotation.lock_target(target)
     try:
-        return [_rotate_user(target, user, lock, actor, trigger) for user in users_of(target)]
+        return [_rotate_user(target, user, lock, actor, trigger) for user in users]
     finally:
         lock.release()
 
@@ -208,8 +207,7 @@ def _store(rotation):
         version = current.version_id
     else:
         version = secret.store(password)
-    with transaction.atomic():
-        _set(rotation, new_version=version, pending_ciphertext=None)
+    _set(rotation, new_version=version, pending_ciphertext=None)
     # The hub's own connections move to the new password now rather than within the cache time.
     credential_provider(rotation.username, secret.pk).invalidate()
 

@@ -1,7 +1,7 @@
 """What a detection pass reads from an environment's Redis, and how the replies are decoded.
 
-A pass reads the unfinished flow runs (the in-flight index and their records), their heartbeats
-and flags, and the baselines of the flows and deployments among them: a few round trips,
+A pass reads the unfinished flow runs (the in-flight index and their records), their heartbeats,
+and the baselines of the flows and deployments among them: a few round trips,
 however many runs are in flight, and no per-run key (see docs/detection.md)."""
 
 import math
@@ -26,7 +26,6 @@ class Baseline:
 class InFlight:
     runs: list  # RunRecord of every flow run held unfinished
     heartbeats: dict  # flow run id -> microseconds of its newest heartbeat
-    flags: dict  # flow run id -> its stored flag (kind, reason, since)
     baselines: dict  # ("flow", name) or ("deployment", id) -> Baseline
 
     def baseline_of(self, run):

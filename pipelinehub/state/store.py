@@ -187,13 +187,12 @@ class EnvironmentState(_Vocabulary):
         )
 
     def unfinished(self):
-        """An `inflight.InFlight`: every flow run held unfinished, with the heartbeats, flags
-        and baselines a detection pass judges them by."""
+        """An `inflight.InFlight`: every flow run held unfinished, with the heartbeats and
+        baselines a detection pass judges them by."""
         with self.client.pipeline(transaction=False) as pipe:
             pipe.zrange(self.keys.inflight("flow"), 0, -1)
             pipe.hgetall(self.keys.heartbeats)
-            pipe.hgetall(self.keys.flags)
-            ids, beats, flags = pipe.execute()
+            ids, beats = pipe.execute()
         ids = self._ids(ids)
         with self.client.pipeline(transaction=False) as pipe:
             for chunk in inflight.chunks(ids):
@@ -202,7 +201,6 @@ class EnvironmentState(_Vocabulary):
         return inflight.InFlight(
             runs,
             inflight.decode_heartbeats(beats),
-            inflight.decode_flags(flags),
             self.baselines(inflight.scopes_of(runs)),
         )
 

@@ -12,6 +12,7 @@ from redis.exceptions import NoScriptError
 from redis.lock import Lock
 
 from .flags import from_stored
+from .inflight import chunks
 from .keyspace import Keyspace
 from .records import RunRecord, state_type_of
 from .scripts import FINISHED_ORDER, sha
@@ -183,12 +184,9 @@ class _Vocabulary:
     def _heartbeat_calls(self, beats):
         """heartbeat.lua calls for [(flow run id, microseconds)], HEARTBEAT_BATCH a call."""
         keys = [self.keys.flow_runs, self.keys.heartbeats]
-        beats = list(beats)
         return [
             ("heartbeat", (keys, [value for beat in chunk for value in beat]))
-            for chunk in (
-                beats[i : i + HEARTBEAT_BATCH] for i in range(0, len(beats), HEARTBEAT_BATCH)
-            )
+            for chunk in chunks(list(beats), HEARTBEAT_BATCH)
         ]
 
     def _flags_call(self, judged):

@@ -45,7 +45,6 @@ class Panel:
 
 @dataclass
 class HealthChart:
-    start: object
     memory: Panel
     evictions: Panel
     total_evicted: int
@@ -69,7 +68,6 @@ def health_chart(rows, now):
         if maxmemory:
             limits.append(maxmemory)
     return HealthChart(
-        start,
         _memory_panel(used, max(limits, default=0), start),
         _evictions_panel(evicted, start),
         sum(evicted),

@@ -21,8 +21,10 @@ end
 
 local changed = 0
 local stored = redis.call('HGETALL', KEYS[2])
+local current = {}
 for i = 1, #stored, 2 do
   local run_id = stored[i]
+  current[run_id] = stored[i + 1]
   if not wanted[run_id] then
     redis.call('HDEL', KEYS[2], run_id)
     local raw = redis.call('HGET', KEYS[1], run_id)
@@ -33,7 +35,7 @@ end
 for run_id, want in pairs(wanted) do
   local raw = redis.call('HGET', KEYS[1], run_id)
   if raw and cmsgpack.unpack(raw)[F.state_type] == want.state
-      and redis.call('HGET', KEYS[2], run_id) ~= want.flag then
+      and current[run_id] ~= want.flag then
     redis.call('HSET', KEYS[2], run_id, want.flag)
     announce(run_id, raw, want.flag)
     changed = changed + 1
